@@ -1,0 +1,241 @@
+"""The n-gram pooling hash embedding (EELBERT / SGNN projection): the spec, the torch module, and
+an independent pure-Python reference.
+
+A token is the sequence of its Unicode code points (at most ``max_chars``, NUL is padding),
+wrapped in two marker codes beyond Unicode (``BOW``, ``EOW``). For each order n = 1..orders,
+every n-gram gets a signature: one polynomial rolling hash per modulus ``M_k`` (base ``P_k``).
+Output dimension j of order n's slice gets ``v = (sum_k (s_k * a_kj) % B) % B`` with fixed
+multipliers ``a_kj`` in [1, B), centred into (-B/2, B/2] and averaged over the order's n-grams,
+scaled so values lie in [-1, 1]. Nothing is trained.
+
+The ``portable`` variant keeps every intermediate an int32 below 2^31 built only from ``*``,
+``+`` and ``%`` on non-negative values, so ONNX, Core ML and TFLite run it exactly. Its
+numerator sums integers below 2^24, exact in float32 in any summation order, and one
+correctly rounded division gives the value: bit-exact in every runtime. The ``int64`` variant
+is the paper-faithful one (a single signature modulo 2^31 - 1) for quality comparisons; it
+needs int64 and cannot be exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from eelbert_export.errors import SpecError
+from eelbert_export.specs import from_fields
+
+HASH_SPEC_VERSION = 1
+BOW = 0x110000  # first code past Unicode: no character can collide with the markers
+EOW = 0x110001
+INT32_LIMIT = 2**31
+INT64_LIMIT = 2**63
+FLOAT32_EXACT = 2**24
+VARIANTS = ("portable", "int64")
+
+
+@dataclass(frozen=True)
+class HashSpec:
+    """Everything that defines the embedding of a token; ``HashSpec()`` is the portable default."""
+
+    version: int = HASH_SPEC_VERSION
+    variant: str = "portable"
+    dim: int = 128
+    orders: int = 3
+    max_chars: int = 20
+    moduli: tuple[int, ...] = (46337, 46327)
+    bases: tuple[int, ...] = (29411, 31079)
+    buckets: int = 46337
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "moduli", tuple(self.moduli))
+        object.__setattr__(self, "bases", tuple(self.bases))
+        problem = self._problem()
+        if problem:
+            raise SpecError(f"invalid hash spec: {problem}")
+
+    def _problem(self) -> str | None:
+        if self.version != HASH_SPEC_VERSION:
+            return f"version {self.version} is not supported (this code reads {HASH_SPEC_VERSION})"
+        if self.variant not in VARIANTS:
+            return f"variant {self.variant!r} is not one of {', '.join(VARIANTS)}"
+        if not 1 <= self.orders <= self.dim:
+            return f"orders must be in 1..dim, got {self.orders}"
+        if self.max_chars < 1:
+            return f"max_chars must be positive, got {self.max_chars}"
+        if not self.moduli or len(self.moduli) != len(self.bases):
+            return "moduli and bases must be non-empty and of equal length"
+        if any(not 0 < p < m for p, m in zip(self.bases, self.moduli)):
+            return "every base must lie in (0, its modulus)"
+        if self.buckets < 3 or any(m > self.buckets for m in self.moduli):
+            return "buckets must be at least 3 and at least every modulus"
+        limit = INT32_LIMIT if self.variant == "portable" else INT64_LIMIT
+        largest = max(max((m - 1) * p + m - 1 for m, p in zip(self.moduli, self.bases)),
+                      max(self.moduli) * (self.buckets - 1), len(self.moduli) * self.buckets)
+        if largest >= limit:
+            return f"an intermediate reaches {largest}, past {limit - 1}"
+        if self.variant == "portable" and self.grams * (self.buckets // 2) >= FLOAT32_EXACT:
+            return "max_chars * buckets is too large for exact float32 sums"
+        return None
+
+    @property
+    def grams(self) -> int:
+        """Most n-grams of any order in one token: its characters plus the two markers."""
+        return self.max_chars + 2
+
+    @property
+    def half(self) -> int:
+        return self.buckets // 2
+
+    def order_dims(self) -> list[int]:
+        """How many output dimensions each order n = 1..orders gets (as even as possible)."""
+        base, extra = divmod(self.dim, self.orders)
+        return [base + (1 if i < extra else 0) for i in range(self.orders)]
+
+    def multipliers(self) -> list[list[int]]:
+        """a[k][j] in [1, buckets): fixed per signature k and output dimension j (SHA-256 derived,
+        so they never depend on a library's random generator)."""
+        def draw(k: int, j: int) -> int:
+            digest = hashlib.sha256(f"eelbert-hash/{self.seed}/{k}/{j}".encode()).digest()
+            return int.from_bytes(digest[:8], "big") % (self.buckets - 1) + 1
+        return [[draw(k, j) for j in range(self.dim)] for k in range(len(self.moduli))]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"moduli": list(self.moduli), "bases": list(self.bases)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HashSpec:
+        return from_fields(cls, data, "hash spec", HASH_SPEC_VERSION)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> HashSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"hash spec is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+
+PAPER_SPEC = HashSpec(variant="int64", moduli=(2**31 - 1,), bases=(1_000_003,), buckets=2**31 - 1)
+
+
+def characters(token: str, max_chars: int) -> list[int]:
+    """A token's code points, truncated to ``max_chars``; NUL is reserved for padding."""
+    if "\x00" in token:
+        raise ValueError(f"token {token!r} contains NUL, which the codes reserve for padding")
+    return [ord(c) for c in token[:max_chars]]
+
+
+def marked_codes(token: str, spec: HashSpec) -> list[int]:
+    """The sequence the n-grams are taken from: BOW, the token's characters, EOW."""
+    return [BOW, *characters(token, spec.max_chars), EOW]
+
+
+def token_codes(tokens: list[str], max_chars: int) -> np.ndarray:
+    """The graph input for a list of tokens: int32 [n, max_chars], zero-padded."""
+    out = np.zeros((len(tokens), max_chars), dtype=np.int32)
+    for i, token in enumerate(tokens):
+        codes = characters(token, max_chars)
+        out[i, : len(codes)] = codes
+    return out
+
+
+class HashEmbedding(nn.Module):
+    """int32 codes [batch, seq, max_chars] -> float32 embeddings [batch, seq, dim].
+
+    Its only state is the multipliers, derived from the spec: a non-persistent buffer, so a
+    checkpoint never carries them and an exporter bakes them in as constants.
+    """
+
+    def __init__(self, spec: HashSpec):
+        super().__init__()
+        self.spec = spec
+        self.int_dtype = torch.int32 if spec.variant == "portable" else torch.int64
+        self.float_dtype = torch.float32 if spec.variant == "portable" else torch.float64
+        mult = torch.tensor(spec.multipliers(), dtype=self.int_dtype)
+        self.register_buffer("multipliers", mult, persistent=False)
+        self.register_buffer("vocab_cache", None, persistent=False)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        spec, dtype = self.spec, self.int_dtype
+        codes = codes.to(dtype)
+        edge = codes[..., :1]
+        ext = torch.cat([torch.full_like(edge, BOW), codes, torch.zeros_like(edge)], dim=-1)
+        # EOW sits on the first zero after a live code (BOW counts as live).
+        eow = torch.logical_and(ext[..., :-1] > 0, ext[..., 1:] == 0)
+        ext = torch.cat([ext[..., :1], torch.where(eow, torch.full_like(ext[..., 1:], EOW),
+                                                   ext[..., 1:])], dim=-1)
+        live = ext > 0
+        reduced = [torch.remainder(ext, m) for m in spec.moduli]
+        sigs, mask = reduced, live
+        outs, start = [], 0
+        for n, width in enumerate(spec.order_dims(), start=1):
+            if n > 1:
+                sigs = [torch.remainder(s[..., :-1] * p + r[..., n - 1:], m)
+                        for s, r, p, m in zip(sigs, reduced, spec.bases, spec.moduli)]
+                mask = torch.logical_and(mask[..., :-1], live[..., n - 1:])
+            mult = self.multipliers[:, start:start + width]
+            total = torch.remainder(sigs[0].unsqueeze(-1) * mult[0], spec.buckets)
+            for s, a in zip(sigs[1:], mult[1:]):
+                total = total + torch.remainder(s.unsqueeze(-1) * a, spec.buckets)
+            value = torch.remainder(total, spec.buckets).to(self.float_dtype)
+            centred = torch.where(value > spec.half, value - spec.buckets, value)
+            centred = torch.where(mask.unsqueeze(-1), centred, torch.zeros_like(centred))
+            count = mask.to(self.float_dtype).sum(dim=-1, keepdim=True)
+            outs.append(centred.sum(dim=-2) / (torch.clamp(count, min=1.0) * spec.half))
+            start += width
+        return torch.cat(outs, dim=-1).to(torch.float32)
+
+    def cache_vocabulary(self, tokens: list[str]) -> None:
+        """Precompute the embeddings of a fixed vocabulary, row i for token id i (a training
+        speed-up; the cache is never saved nor exported)."""
+        codes = torch.from_numpy(token_codes(tokens, self.spec.max_chars))
+        with torch.no_grad():
+            self.vocab_cache = torch.cat([self(chunk) for chunk in codes.split(4096)])
+
+
+def embed_reference(tokens: list[str], spec: HashSpec | None = None) -> np.ndarray:
+    """The spec computed with Python integers, one token and n-gram at a time: the oracle that
+    every graph (torch, ONNX, Core ML, TFLite) is compared with."""
+    spec = spec or HashSpec()
+    mult = spec.multipliers()
+    out = np.zeros((len(tokens), spec.dim), dtype=np.float32)
+    for t, token in enumerate(tokens):
+        chars = marked_codes(token, spec)
+        j = 0
+        for n, width in enumerate(spec.order_dims(), start=1):
+            grams = [chars[i:i + n] for i in range(len(chars) - n + 1)]
+            sums = [0] * width
+            for gram in grams:
+                sig = ngram_signature(gram, spec)
+                for d in range(width):
+                    v = sum(s * a[j + d] for s, a in zip(sig, mult)) % spec.buckets
+                    sums[d] += v - spec.buckets if v > spec.half else v
+            denominator = max(len(grams), 1) * spec.half
+            for d in range(width):
+                if spec.variant == "portable":
+                    out[t, j + d] = np.float32(sums[d]) / np.float32(denominator)
+                else:
+                    out[t, j + d] = np.float32(sums[d] / denominator)
+            j += width
+    return out
+
+
+def ngram_signature(gram: list[int], spec: HashSpec) -> tuple[int, ...]:
+    """One polynomial rolling hash per modulus over the gram's codes."""
+    sig = []
+    for m, p in zip(spec.moduli, spec.bases):
+        s = 0
+        for c in gram:
+            s = (s * p + c % m) % m
+        sig.append(s)
+    return tuple(sig)

@@ -1,0 +1,200 @@
+"""The EELBERT model: a post-LN BERT encoder whose word-embedding table is replaced by the hash
+embedding, with a sequence-classification head and a masked-language-model head.
+
+``embedding="table"`` gives the same encoder with BERT's trainable table: the ``bert-tiny`` and
+``bert-mini`` baselines every size and accuracy claim is compared with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eelbert_export.errors import SpecError
+from eelbert_export.hashing import HashEmbedding, HashSpec
+from eelbert_export.specs import from_fields
+from eelbert_export.zoo import models_dir
+
+EMBEDDINGS = ("hash", "table")
+LAYER_NORM_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    embedding: str = "hash"
+    vocab_size: int = 30522
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.embedding not in EMBEDDINGS:
+            raise SpecError(f"embedding must be one of {', '.join(EMBEDDINGS)}, "
+                            f"got {self.embedding!r}")
+        if min(self.layers, self.hidden, self.heads, self.ffn, self.max_positions) < 1:
+            raise SpecError("layers, hidden, heads, ffn and max_positions must be positive")
+        if self.hidden % self.heads:
+            raise SpecError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        return from_fields(cls, data, "model config")
+
+
+def named_configs() -> dict[str, ModelConfig]:
+    """The named configs shipped in ``models/configs.json``."""
+    raw = json.loads((models_dir() / "configs.json").read_text())
+    return {name: ModelConfig(name=name, **fields) for name, fields in raw.items()}
+
+
+def default_hash_spec(config: ModelConfig) -> HashSpec | None:
+    """The portable spec sized to the config's hidden width (None for table models)."""
+    return HashSpec(dim=config.hidden) if config.embedding == "hash" else None
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: ModelConfig, hash_spec: HashSpec | None):
+        super().__init__()
+        if config.embedding == "hash":
+            if hash_spec is None or hash_spec.dim != config.hidden:
+                raise SpecError("a hash model needs a hash spec whose dim equals hidden "
+                                f"({config.hidden})")
+            self.word = HashEmbedding(hash_spec)
+        else:
+            self.word = nn.Embedding(config.vocab_size, config.hidden)
+        self.position = nn.Embedding(config.max_positions, config.hidden)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden)
+        self.norm = nn.LayerNorm(config.hidden, eps=LAYER_NORM_EPS)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, tokens: torch.Tensor, token_type_ids: torch.Tensor,
+                input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``tokens``: int32 codes [b, s, max_chars] for hash models, ids [b, s] for tables.
+        ``input_ids`` lets a hash model read its vocabulary cache instead (training only)."""
+        if isinstance(self.word, HashEmbedding) and input_ids is not None \
+                and self.word.vocab_cache is not None:
+            words = self.word.vocab_cache[input_ids.long()]
+        else:
+            words = self.word(tokens if isinstance(self.word, HashEmbedding) else tokens.long())
+        positions = torch.arange(token_type_ids.shape[1], device=token_type_ids.device)
+        x = words + self.position(positions) + self.token_type(token_type_ids.long())
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.heads = config.heads
+        self.query = nn.Linear(config.hidden, config.hidden)
+        self.key = nn.Linear(config.hidden, config.hidden)
+        self.value = nn.Linear(config.hidden, config.hidden)
+        self.output = nn.Linear(config.hidden, config.hidden)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, s, h = x.shape
+        split = lambda t: t.view(b, s, self.heads, h // self.heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(h // self.heads) + bias
+        context = self.dropout(scores.softmax(dim=-1)) @ v
+        return self.output(context.transpose(1, 2).reshape(b, s, h))
+
+
+class Layer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.attention_norm = nn.LayerNorm(config.hidden, eps=LAYER_NORM_EPS)
+        self.intermediate = nn.Linear(config.hidden, config.ffn)
+        self.output = nn.Linear(config.ffn, config.hidden)
+        self.output_norm = nn.LayerNorm(config.hidden, eps=LAYER_NORM_EPS)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, bias)))
+        return self.output_norm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
+
+
+class Encoder(nn.Module):
+    """Embeddings and the transformer layers: int32 inputs -> hidden states [b, s, hidden]."""
+
+    def __init__(self, config: ModelConfig, hash_spec: HashSpec | None):
+        super().__init__()
+        self.config = config
+        self.hash_spec = hash_spec
+        self.embeddings = Embeddings(config, hash_spec)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.layers))
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        x = self.embeddings(tokens, token_type_ids, input_ids)
+        # Additive mask: -10000 rather than -inf keeps fully padded rows finite, also in fp16.
+        bias = (1.0 - attention_mask.to(x.dtype))[:, None, None, :] * -10000.0
+        for layer in self.layers:
+            x = layer(x, bias)
+        return x
+
+
+class Classifier(nn.Module):
+    """Encoder + BERT pooler (dense + tanh on the first token) + linear classifier -> logits."""
+
+    def __init__(self, config: ModelConfig, hash_spec: HashSpec | None, num_labels: int = 2):
+        super().__init__()
+        self.encoder = Encoder(config, hash_spec)
+        self.pooler = nn.Linear(config.hidden, config.hidden)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.hidden, num_labels)
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        hidden = self.encoder(tokens, attention_mask, token_type_ids, input_ids)
+        pooled = torch.tanh(self.pooler(hidden[:, 0]))
+        return self.classifier(self.dropout(pooled))
+
+
+class MaskedLM(nn.Module):
+    """Encoder + BERT's MLM transform, scored against the vocabulary's input embeddings.
+
+    The output layer has no weights of its own: for a table it is the tied table, for a hash
+    model the vocabulary's (cached) hash embeddings. Only a per-token bias is added, so the
+    head costs hidden^2 + vocab floats instead of a vocab x hidden decoder, and it is never
+    exported.
+    """
+
+    def __init__(self, config: ModelConfig, hash_spec: HashSpec | None):
+        super().__init__()
+        self.encoder = Encoder(config, hash_spec)
+        self.transform = nn.Linear(config.hidden, config.hidden)
+        self.norm = nn.LayerNorm(config.hidden, eps=LAYER_NORM_EPS)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def vocabulary_embeddings(self) -> torch.Tensor:
+        word = self.encoder.embeddings.word
+        if isinstance(word, HashEmbedding):
+            if word.vocab_cache is None:
+                raise RuntimeError("call cache_vocabulary() before MLM scoring with a hash model")
+            return word.vocab_cache
+        return word.weight
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        hidden = self.encoder(tokens, attention_mask, token_type_ids, input_ids)
+        h = self.norm(F.gelu(self.transform(hidden)))
+        return h @ self.vocabulary_embeddings().T + self.bias

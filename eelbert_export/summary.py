@@ -1,0 +1,78 @@
+"""What a model is made of: parameters and bytes by part of the model (``eelbert-export inspect``).
+
+The groups are the ones size reports use, so a model's bytes can be followed from the
+checkpoint to every exported artifact.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from eelbert_export.hashing import HashEmbedding
+from eelbert_export.model import MaskedLM
+
+GROUPS = ("word embeddings (table)", "position/type embeddings", "attention", "FFN", "LayerNorm",
+          "pooler/classifier", "MLM head (training only)")
+
+
+def parameter_group(name: str, module: nn.Module) -> str:
+    """The group of a parameter, from its owning module and qualified name."""
+    parts = name.split(".")
+    if parts[0] in ("transform", "norm", "bias"):
+        return "MLM head (training only)"
+    if isinstance(module, nn.LayerNorm):
+        return "LayerNorm"
+    if parts[:3] == ["encoder", "embeddings", "word"]:
+        return "word embeddings (table)"
+    if parts[:2] == ["encoder", "embeddings"]:
+        return "position/type embeddings"
+    if "attention" in parts:
+        return "attention"
+    if "layers" in parts:
+        return "FFN"
+    return "pooler/classifier"
+
+
+def summarize(model: nn.Module) -> dict:
+    """Parameter counts and fp32 bytes by group, plus the hash spec and its constants."""
+    encoder = model.encoder
+    counts = dict.fromkeys(GROUPS, 0)
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            name = f"{module_name}.{param_name}" if module_name else param_name
+            counts[parameter_group(name, module)] += param.numel()
+    deployable = {g: n for g, n in counts.items() if g != "MLM head (training only)"}
+    word = encoder.embeddings.word
+    constants = word.multipliers if isinstance(word, HashEmbedding) else None
+    config = encoder.config
+    return {
+        "config": config.to_dict(),
+        "kind": "mlm" if isinstance(model, MaskedLM) else "classifier",
+        "groups": [{"group": g, "params": n, "fp32_bytes": 4 * n} for g, n in counts.items() if n],
+        "params": sum(deployable.values()),
+        "fp32_bytes": 4 * sum(deployable.values()),
+        "training_only_params": counts["MLM head (training only)"],
+        "hash_constants": None if constants is None else {
+            "count": constants.numel(), "dtype": str(constants.dtype).removeprefix("torch."),
+            "bytes": constants.numel() * constants.element_size()},
+        "hash_spec": encoder.hash_spec.to_dict() if encoder.hash_spec else None,
+    }
+
+
+def format_summary(title: str, s: dict) -> str:
+    c = s["config"]
+    lines = [f"{title}: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, "
+             f"FFN {c['ffn']}, {c['max_positions']} positions, {c['embedding']} embedding",
+             f"  {'group':<28}{'params':>12}{'fp32 bytes':>14}"]
+    for g in s["groups"]:
+        lines.append(f"  {g['group']:<28}{g['params']:>12,}{g['fp32_bytes']:>14,}")
+    lines.append(f"  {'total (deployable)':<28}{s['params']:>12,}{s['fp32_bytes']:>14,}"
+                 f"   ({s['fp32_bytes'] / 1e6:.3f} MB)")
+    if s["hash_constants"]:
+        k, h = s["hash_constants"], s["hash_spec"]
+        lines.append(f"  hash: {h['variant']} v{h['version']}, n-gram orders 1-{h['orders']}, "
+                     f"max_chars {h['max_chars']}, moduli {h['moduli']}, bases {h['bases']}, "
+                     f"buckets {h['buckets']}, seed {h['seed']}")
+        lines.append(f"  hash constants: {k['count']} {k['dtype']} multipliers ({k['bytes']:,} "
+                     "bytes, derived from the spec, not stored in checkpoints)")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from eelbert_export.checkpoint import new_model
+from eelbert_export.errors import SpecError
+from eelbert_export.hashing import HashSpec
+from eelbert_export.model import (
+    Classifier,
+    MaskedLM,
+    ModelConfig,
+    default_hash_spec,
+    named_configs,
+)
+from eelbert_export.summary import summarize
+from eelbert_export.text import TextEncoder, TextSpec, vocabulary
+
+SENTENCES = ["a gorgeous, witty, seductive movie.", "the plot is nothing but boilerplate",
+             "Über-long compound: antidisestablishmentarianism!", ""]
+
+
+def build(name: str, kind: str = "classifier"):
+    torch.manual_seed(0)
+    config = named_configs()[name]
+    return new_model(kind, config, default_hash_spec(config)).eval()
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder(TextSpec(), HashSpec().max_chars)
+
+
+def test_named_configs_follow_the_paper():
+    configs = named_configs()
+    assert set(configs) == {"eelbert-base", "eelbert-mini", "eelbert-tiny", "uno-eelbert",
+                            "bert-tiny", "bert-mini"}
+    uno, tiny = summarize(build("uno-eelbert")), summarize(build("bert-tiny"))
+    assert uno["fp32_bytes"] <= 1_200_000  # UNO-EELBERT's 1.2 MB
+    assert 4.3e6 < tiny["params"] < 4.45e6  # BERT-tiny's 4.4 M
+    assert tiny["fp32_bytes"] / uno["fp32_bytes"] >= 14
+
+
+def test_classifier_logits_ignore_padding(encoder):
+    model = build("uno-eelbert")
+    short, padded = encoder.encode(SENTENCES), encoder.encode(SENTENCES, pad_to=40)
+    with torch.no_grad():
+        a = model(short.token_codes, short.attention_mask, short.token_type_ids)
+        b = model(padded.token_codes, padded.attention_mask, padded.token_type_ids)
+    assert a.shape == (4, 2)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_vocabulary_cache_gives_the_same_logits(encoder):
+    model = build("eelbert-tiny")
+    batch = encoder.encode(SENTENCES)
+    model.encoder.embeddings.word.cache_vocabulary(vocabulary())
+    with torch.no_grad():
+        direct = model(batch.token_codes, batch.attention_mask, batch.token_type_ids)
+        cached = model(batch.token_codes, batch.attention_mask, batch.token_type_ids,
+                       batch.input_ids)
+    torch.testing.assert_close(direct, cached, rtol=0, atol=0)
+
+
+def test_table_baseline_takes_ids(encoder):
+    model = build("bert-tiny")
+    batch = encoder.encode(SENTENCES)
+    with torch.no_grad():
+        logits = model(batch.model_tokens("table"), batch.attention_mask, batch.token_type_ids)
+    assert logits.shape == (4, 2)
+
+
+def test_mlm_head_has_no_vocabulary_decoder(encoder):
+    model = build("uno-eelbert", kind="mlm")
+    assert isinstance(model, MaskedLM)
+    batch = encoder.encode(SENTENCES[:2])
+    with pytest.raises(RuntimeError, match="cache_vocabulary"):
+        model(batch.token_codes, batch.attention_mask, batch.token_type_ids)
+    hidden = model.encoder.config.hidden
+    assert sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder")) \
+        == hidden * hidden + 3 * hidden + model.encoder.config.vocab_size
+
+
+def test_config_validation():
+    with pytest.raises(SpecError, match="divisible"):
+        ModelConfig(name="x", layers=1, hidden=130, heads=4, ffn=8)
+    with pytest.raises(SpecError, match="embedding"):
+        ModelConfig(name="x", layers=1, hidden=8, heads=2, ffn=8, embedding="lookup")
+    with pytest.raises(SpecError, match="hash spec whose dim"):
+        Classifier(named_configs()["uno-eelbert"], HashSpec(dim=64))
