@@ -202,6 +202,7 @@ def finetune(init, hash_name, task, out, data_dir, text_mode, max_length, steps,
     recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed)
     text_spec = TextSpec(mode=text_mode, max_length=max_length)
     provenance = {"task": task_data.name, "init": init, "data": task_data.provenance,
+                  "pairs": bool(task_data.train) and "text_b" in task_data.train[0],
                   "command": command_line(), **({"pretraining": start.provenance["pretraining"]}
                                                 if "pretraining" in start.provenance else {})}
     report = training.finetune(start, task_data, out, recipe, text_spec, provenance)

@@ -101,13 +101,13 @@ def verification_texts(ckpt: checkpoint.Checkpoint, data_dir: Path | None) -> Te
 
 def uses_pairs(ckpt: checkpoint.Checkpoint) -> bool:
     """Pair models (BoolQ, a CSV with text_b) take token_type_ids."""
-    return ckpt.provenance.get("task") == "boolq" or ckpt.provenance.get("pairs", False)
+    return bool(ckpt.provenance.get("pairs", ckpt.provenance.get("task") == "boolq"))
 
 
-def batches(encoder: TextEncoder, texts: Texts, size: int = 64, pad_to: int | None = None):
+def batches(encoder: TextEncoder, texts: Texts, size: int = 64):
     for i in range(0, len(texts.texts), size):
         pairs = texts.pairs[i:i + size] if texts.pairs is not None else None
-        yield encoder.encode(texts.texts[i:i + size], pairs, pad_to=pad_to)
+        yield encoder.encode(texts.texts[i:i + size], pairs)
 
 
 def feeds(batch, names: list[str]) -> dict[str, np.ndarray]:
@@ -152,11 +152,11 @@ def verify_hash(fmt, path: Path, ckpt: checkpoint.Checkpoint) -> dict:
 
 
 def verify(fmt, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable, texts: Texts,
-           quantization: str, pad_to: int | None = None) -> dict:
+           quantization: str) -> dict:
     run = fmt.runner(path)
     encoder = ckpt.text_encoder()
     reference, artifact = [], []
-    for batch in batches(encoder, texts, pad_to=pad_to):
+    for batch in batches(encoder, texts):
         inputs = feeds(batch, deployable.input_names)
         with torch.no_grad():
             reference.append(deployable(*map(torch.from_numpy, inputs.values())).numpy())
@@ -218,8 +218,9 @@ def export(fmt, model_path: Path | None, out_dir: Path, quantization: str = "non
         if quantization != "none":
             info |= fmt.quantize(staged, quantization)
         fmt.check(staged)
-        figures = verify(fmt, staged, ckpt, deployable, texts, quantization,
-                         info.get("pad_to")) if verify_artifact else None
+        info["ops"] = fmt.ops(staged)
+        figures = verify(fmt, staged, ckpt, deployable, texts, quantization) \
+            if verify_artifact else None
         sidecar = make_sidecar(fmt, staged, artifact.name, model_path, ckpt, deployable,
                                quantization, info, figures)
         if figures is not None and not figures["passed"]:
@@ -256,7 +257,7 @@ def make_sidecar(fmt, staged: Path, name: str, model_path: Path, ckpt: checkpoin
                  deployable: Deployable, quantization: str, info: dict,
                  figures: dict | None) -> dict:
     spec, text = ckpt.hash_spec, ckpt.text_spec
-    seq = info.get("pad_to") or "seq"
+    seq = "seq"
     inputs = [{"name": "token_codes", "dtype": "int32", "shape": ["batch", seq, spec.max_chars]},
               {"name": "attention_mask", "dtype": "int32", "shape": ["batch", seq]}]
     if deployable.pairs:
