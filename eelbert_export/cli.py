@@ -3,7 +3,6 @@ here and nowhere else."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -166,7 +165,7 @@ def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume,
              lr, seed) -> None:
     """Masked-language-model pretraining (torchrun --nproc-per-node N for data-parallel)."""
     config = named_config(config_name)
-    spec = hash_spec_for(config, hash_name)
+    spec = default_hash_spec(config, NAMED_SPECS[hash_name])
     recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed, seq=seq,
                     checkpoint_every=checkpoint_every)
     report = training.pretrain(config, spec, corpus, out, recipe, resume, command_line())
@@ -216,15 +215,10 @@ def init_checkpoint(init: str, hash_name: str) -> checkpoint.Checkpoint:
     if init in named_configs():
         config = named_config(init)
         torch.manual_seed(0)
-        model = checkpoint.new_model("mlm", config, hash_spec_for(config, hash_name))
+        spec = default_hash_spec(config, NAMED_SPECS[hash_name])
+        model = checkpoint.new_model("mlm", config, spec)
         return checkpoint.Checkpoint(model, TextSpec())
     return checkpoint.load(init)
-
-
-def hash_spec_for(config, hash_name: str) -> HashSpec | None:
-    if config.embedding != "hash":
-        return None
-    return dataclasses.replace(NAMED_SPECS[hash_name], dim=config.hidden)
 
 
 @main.command()

@@ -61,9 +61,12 @@ def named_configs() -> dict[str, ModelConfig]:
     return {name: ModelConfig(name=name, **fields) for name, fields in raw.items()}
 
 
-def default_hash_spec(config: ModelConfig) -> HashSpec | None:
-    """The portable spec sized to the config's hidden width (None for table models)."""
-    return HashSpec(dim=config.hidden) if config.embedding == "hash" else None
+def default_hash_spec(config: ModelConfig, base: HashSpec | None = None) -> HashSpec | None:
+    """``base`` (the portable spec by default) sized to the config's hidden width; None for
+    table models."""
+    if config.embedding != "hash":
+        return None
+    return dataclasses.replace(base or HashSpec(), dim=config.hidden)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -18,6 +18,7 @@ from eelbert_export.errors import InputError
 from eelbert_export.exporters import FORMATS
 from eelbert_export.exporters.pipeline import Deployable, feeds, uses_pairs
 from eelbert_export.text import TextEncoder, TextSpec
+from eelbert_export.train import Examples, batches
 
 Item = tuple[str, "str | None"]
 
@@ -29,14 +30,12 @@ class Predictor:
     input_names: list[str]
     run: Callable[[dict[str, np.ndarray]], np.ndarray]
 
-    def logits(self, items: list[Item], size: int = 64) -> np.ndarray:
-        out = []
-        for i in range(0, len(items), size):
-            chunk = items[i:i + size]
-            pairs = [p or "" for _, p in chunk] if "token_type_ids" in self.input_names else None
-            batch = self.encoder.encode([t for t, _ in chunk], pairs)
-            out.append(self.run(feeds(batch, self.input_names)))
-        return np.concatenate(out)
+    def logits(self, items: list[Item]) -> np.ndarray:
+        pairs = [p or "" for _, p in items] if "token_type_ids" in self.input_names else None
+        data = Examples([t for t, _ in items], pairs, None)
+        return np.concatenate([self.run(feeds(self.encoder.encode(texts, chunk_pairs),
+                                              self.input_names))
+                               for texts, chunk_pairs in batches(data)])
 
 
 def load_predictor(path: Path) -> Predictor:

@@ -234,7 +234,7 @@ def pretrain(config: ModelConfig, hash_spec, corpus: Path, out: Path, recipe: Re
 class Examples:
     texts: list[str]
     pairs: list[str] | None
-    labels: np.ndarray  # label indices
+    labels: np.ndarray | None  # label indices, when known
 
 
 def examples(rows: list[dict], labels: list[str]) -> Examples:
@@ -254,15 +254,18 @@ def model_inputs(model: Classifier, encoder: TextEncoder, texts: list[str],
     return tokens, batch.attention_mask, batch.token_type_ids, batch.input_ids
 
 
-def predict_logits(model: Classifier, encoder: TextEncoder, data: Examples,
-                   batch_size: int = 64) -> np.ndarray:
+def batches(data: Examples, size: int = 64):
+    """Consecutive slices of (texts, pairs) to encode together."""
+    for i in range(0, len(data.texts), size):
+        yield data.texts[i:i + size], data.pairs[i:i + size] if data.pairs is not None else None
+
+
+def predict_logits(model: Classifier, encoder: TextEncoder, data: Examples) -> np.ndarray:
     model.eval()
-    out = []
     with torch.no_grad():
-        for i in range(0, len(data.texts), batch_size):
-            pairs = data.pairs[i:i + batch_size] if data.pairs is not None else None
-            out.append(model(*model_inputs(model, encoder, data.texts[i:i + batch_size], pairs)))
-    return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
+        out = [model(*model_inputs(model, encoder, texts, pairs))
+               for texts, pairs in batches(data)]
+    return torch.cat(out).numpy()
 
 
 def metrics(logits: np.ndarray, labels: np.ndarray) -> dict:

@@ -10,7 +10,6 @@ import dataclasses
 import gzip
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,7 @@ from eelbert_export.files import atomic_path, check_writable
 from eelbert_export.hashing import HashEmbedding, embed_reference, token_codes
 from eelbert_export.model import Classifier
 from eelbert_export.tasks import TASKS, load_task
-from eelbert_export.text import TextEncoder
-from eelbert_export.train import examples
+from eelbert_export.train import Examples, batches, examples
 from eelbert_export.zoo import default_model
 
 # Varied real text for verification when the model's task data is not prepared: non-ASCII,
@@ -75,17 +73,10 @@ class Deployable(nn.Module):
         return "logits" if self.output == "logits" else "last_hidden_state"
 
 
-@dataclass
-class Texts:
-    """What verification runs: real sentences, their pairs, and gold labels when known."""
-
-    source: str
-    texts: list[str]
-    pairs: list[str] | None = None
-    labels: np.ndarray | None = None
-
-
-def verification_texts(ckpt: checkpoint.Checkpoint, data_dir: Path | None) -> Texts:
+def verification_texts(ckpt: checkpoint.Checkpoint,
+                       data_dir: Path | None) -> tuple[str, Examples]:
+    """What verification runs (and a line saying so): the model's dev split with its gold
+    labels when the data is prepared, else the built-in sample."""
     task = ckpt.provenance.get("task")
     if data_dir is not None and task in TASKS:
         try:
@@ -93,21 +84,14 @@ def verification_texts(ckpt: checkpoint.Checkpoint, data_dir: Path | None) -> Te
         except InputError:
             rows = None
         if rows:
-            ex = examples(rows, ckpt.labels)
-            return Texts(f"{task} dev split ({len(rows)} rows)", ex.texts, ex.pairs, ex.labels)
+            return f"{task} dev split ({len(rows)} rows)", examples(rows, ckpt.labels)
     pairs = [t[::-1] for t in SAMPLE_TEXTS] if uses_pairs(ckpt) else None
-    return Texts(f"built-in sample ({len(SAMPLE_TEXTS)} texts)", SAMPLE_TEXTS, pairs)
+    return f"built-in sample ({len(SAMPLE_TEXTS)} texts)", Examples(SAMPLE_TEXTS, pairs, None)
 
 
 def uses_pairs(ckpt: checkpoint.Checkpoint) -> bool:
     """Pair models (BoolQ, a CSV with text_b) take token_type_ids."""
     return bool(ckpt.provenance.get("pairs", ckpt.provenance.get("task") == "boolq"))
-
-
-def batches(encoder: TextEncoder, texts: Texts, size: int = 64):
-    for i in range(0, len(texts.texts), size):
-        pairs = texts.pairs[i:i + size] if texts.pairs is not None else None
-        yield encoder.encode(texts.texts[i:i + size], pairs)
 
 
 def feeds(batch, names: list[str]) -> dict[str, np.ndarray]:
@@ -151,19 +135,20 @@ def verify_hash(fmt, path: Path, ckpt: checkpoint.Checkpoint) -> dict:
             "mismatched_values": int((got.view(np.uint32) != want.view(np.uint32)).sum())}
 
 
-def verify(fmt, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable, texts: Texts,
-           quantization: str) -> dict:
+def verify(fmt, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable,
+           texts: tuple[str, Examples], quantization: str) -> dict:
     run = fmt.runner(path)
     encoder = ckpt.text_encoder()
+    source, data = texts
     reference, artifact = [], []
-    for batch in batches(encoder, texts):
-        inputs = feeds(batch, deployable.input_names)
+    for chunk, pairs in batches(data):
+        inputs = feeds(encoder.encode(chunk, pairs), deployable.input_names)
         with torch.no_grad():
             reference.append(deployable(*map(torch.from_numpy, inputs.values())).numpy())
         artifact.append(run(inputs))
     exact = quantization == "none"
-    figures = compare(np.concatenate(reference), np.concatenate(artifact), exact, texts.labels)
-    figures["texts"] = texts.source
+    figures = compare(np.concatenate(reference), np.concatenate(artifact), exact, data.labels)
+    figures["texts"] = source
     figures["hash_stage"] = verify_hash(fmt, path, ckpt)
     figures["passed"] = figures["passed"] and figures["hash_stage"]["bit_exact"]
     return figures
