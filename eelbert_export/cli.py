@@ -17,6 +17,7 @@ from eelbert_export.cards import comparison_table, model_card
 from eelbert_export.collisions import format_stats, hash_stats
 from eelbert_export.data import prepare as data_prepare
 from eelbert_export.errors import EelbertError, InputError, TargetMissed, VerificationError
+from eelbert_export.exporters import coreml as coreml_format
 from eelbert_export.exporters import onnx as onnx_format
 from eelbert_export.exporters.pipeline import OUTPUTS, export
 from eelbert_export.hashing import PAPER_SPEC, HashSpec
@@ -304,6 +305,26 @@ def onnx_command(model, out_dir, quantize, output, force, no_verify, data_dir, m
     """Export MODEL [default: the default model] to ONNX, verified in onnxruntime."""
     sidecar = export(onnx_format, model, out_dir, quantize, output, force, not no_verify,
                      data_dir, {"opset": opset}, max_chars)
+    report_export(sidecar, out_dir)
+
+
+@main.command("coreml")
+@export_options(coreml_format)
+@click.option("--deployment-target", type=click.Choice(list(coreml_format.TARGETS)),
+              default=coreml_format.DEFAULT_TARGET, show_default=True)
+@click.option("--seq-len", "seq_lens", type=click.IntRange(1, 512), multiple=True,
+              help="Enumerated sequence lengths, batch 1; repeat the option [default: "
+                   f"{', '.join(map(str, coreml_format.DEFAULT_SEQ_LENS))}].")
+@click.option("--flexible", is_flag=True,
+              help="A ranged shape (batch 1-64, any seq) instead of enumerated shapes.")
+def coreml_command(model, out_dir, quantize, output, force, no_verify, data_dir, max_chars,
+                   deployment_target, seq_lens, flexible) -> None:
+    """Export MODEL [default: the default model] to a Core ML mlprogram (.mlpackage),
+    verified by evaluating the converted program (MLModel.predict on macOS)."""
+    options = {"deployment_target": deployment_target, "seq_lens": seq_lens,
+               "flexible": flexible}
+    sidecar = export(coreml_format, model, out_dir, quantize, output, force, not no_verify,
+                     data_dir, options, max_chars)
     report_export(sidecar, out_dir)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,40 +12,36 @@ from pathlib import Path
 from eelbert_export.errors import InputError
 
 
-def check_writable(path: Path, force: bool = True) -> None:
-    """Fail before any work is done if ``path`` cannot be written."""
+def check_writable(path: Path, force: bool = True, folder: bool = False) -> None:
+    """Fail before any work is done if ``path`` (a file, or a folder artifact such as an
+    .mlpackage) cannot be written."""
     path = Path(path)
     if path.exists() and not force:
         raise InputError(f"{path} already exists (use --force to overwrite)")
-    if path.is_dir():
+    if path.is_dir() and not folder:
         raise InputError(f"cannot write {path}: it is a folder")
+    if path.is_file() and folder:
+        raise InputError(f"cannot write {path}: it is a file")
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"cannot write {path}: permission denied")
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
-def atomic_path(path: Path, force: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+def atomic_path(path: Path, force: bool = True, folder: bool = False) -> Iterator[Path]:
+    """Yield a fresh path beside ``path``; move what was written there into place only if the
+    block succeeds. A folder that is replaced is swapped out whole, never merged."""
     path = Path(path)
-    check_writable(path, force)
+    check_writable(path, force, folder)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+        work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or "."))
     except OSError as e:
         raise InputError(f"cannot write {path}: {e.strerror}") from None
-    os.close(fd)
     try:
-        yield Path(tmp)
-        if Path(tmp).is_file():  # mkstemp's 0600 -> what a plain open() would have given
-            os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
+        yield work / path.name
+        if path.is_dir():
+            os.replace(path, work / "replaced")
+        os.replace(work / path.name, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        shutil.rmtree(work, ignore_errors=True)

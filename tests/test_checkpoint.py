@@ -53,3 +53,14 @@ def test_existing_file_is_kept_without_force(tmp_path):
     with pytest.raises(InputError, match="already exists"), atomic_path(target, force=False):
         pass
     assert target.read_bytes() == b"keep"
+
+
+def test_folder_artifact_is_replaced_whole(tmp_path):
+    target = tmp_path / "m.mlpackage"
+    (target / "old").mkdir(parents=True)
+    with pytest.raises(InputError, match="already exists"), atomic_path(target, False, True):
+        pass
+    with atomic_path(target, force=True, folder=True) as tmp:
+        (tmp / "new").mkdir(parents=True)
+    assert [p.name for p in target.iterdir()] == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.mlpackage"]

@@ -1,6 +1,6 @@
 """Export formats, side by side, each the same shape (convert, quantize, check, run) on one
 shared pipeline (``pipeline.py``). Keyed by artifact suffix."""
 
-from eelbert_export.exporters import onnx
+from eelbert_export.exporters import coreml, onnx
 
-FORMATS = {onnx.SUFFIX: onnx}
+FORMATS = {fmt.SUFFIX: fmt for fmt in (onnx, coreml)}

@@ -25,6 +25,7 @@ from eelbert_export.exporters.pipeline import Deployable, gzip_size
 
 NAME = "onnx"
 SUFFIX = ".onnx"
+FOLDER = False
 QUANTIZATIONS = ("none", "fp16", "int8")
 HASH_SCOPE = "encoder.embeddings.word"
 HASH_MARK = "/hash"  # suffix of the hash stage's node names
@@ -36,7 +37,8 @@ MIN_QUANTIZED_WEIGHTS = 4096
 
 
 def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
-            options: dict) -> dict:
+            options: dict, quantization: str) -> dict:
+    """Export in float32; ``quantize`` stores the weights in fewer bits afterwards."""
     opset = options.get("opset", 18)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     dynamic = {name: {0: batch, 1: seq} for name in deployable.input_names}

@@ -1,0 +1,205 @@
+"""Core ML export of the default model, checked structurally and verified by evaluating the
+converted MIL program; the evaluator itself is checked op by op against PyTorch."""
+
+import json
+import platform
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eelbert_export.cli import main
+from eelbert_export.exporters import coreml, mil
+from eelbert_export.exporters.mil import ct
+from eelbert_export.hashing import embed_reference, token_codes
+from eelbert_export.predict import load_predictor
+from eelbert_export.zoo import default_model
+
+from .test_hashing import random_tokens
+
+MODES = ("none", "fp16", "int8", "int4", "palette6")
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def name(mode):
+    return "uno-eelbert-sentiment" + ("" if mode == "none" else f".{mode}") + ".mlpackage"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The default model in every mode that meets its thresholds, verified on the built-in
+    sample."""
+    out = tmp_path_factory.mktemp("coreml")
+    for mode in MODES:
+        result = run("coreml", "-o", out, "--quantize", mode, "--data", out / "no-data")
+        assert result.exit_code == 0, result.output
+    return out
+
+
+def sidecar(path):
+    return json.loads(path.with_name(path.name + ".json").read_text())
+
+
+def test_float32_package_is_exact_and_described(exported):
+    path = exported / name("none")
+    info = sidecar(path)
+    check = info["verification"]
+    assert check["passed"] and check["max_abs_diff"] <= 1e-4 and check["label_agreement"] == 1
+    assert check["hash_stage"]["bit_exact"]
+    verifier = info["conversion"]["runtime"]
+    assert verifier.startswith("Core ML" if platform.system() == "Darwin" else "MIL program")
+    assert info["conversion"]["shapes"] == "enumerated: batch 1, seq 16, 32, 64, 128"
+    assert info["size"]["bytes"] == sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    model = ct.models.MLModel(str(path), skip_model_load=True)
+    assert "EELBERT" in model.short_description and model.author and model.license
+    assert model.version and model.user_defined_metadata["classes"] == "rotten,fresh"
+    assert set(model.input_description) == {"token_codes", "attention_mask"}
+    assert "rotten, fresh" in model.output_description["logits"]
+    inputs = {i.name: i.type.multiArrayType.dataType for i in model.get_spec().description.input}
+    assert set(inputs.values()) == {ct.proto.FeatureTypes_pb2.ArrayFeatureType.INT32}
+
+
+@pytest.mark.parametrize("mode", MODES[1:])
+def test_reduced_precision_packages(exported, mode):
+    path = exported / name(mode)
+    check = sidecar(path)["verification"]
+    assert check["passed"] and check["label_agreement"] >= 0.99 and check["cosine"] >= 0.999
+    assert check["hash_stage"]["bit_exact"]
+
+
+def test_compressed_sizes(exported):
+    def size(mode):
+        return coreml.size(exported / name(mode))["bytes"]
+    assert size("int8") <= 400_000 and size("int4") <= 250_000
+    assert size("fp16") < 0.6 * size("none")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_structure_int32_and_hash_stage_not_fp16(exported, mode):
+    path = exported / name(mode)
+    program, hash_output = coreml.load(path)
+    function = program.functions["main"]
+    stage = mil.upstream(function, [hash_output])
+    dtypes = {mil.dtype_name(v) for op in function.operations if op.name in stage
+              for v in op.outputs}
+    assert "fp16" not in dtypes and "int32" in dtypes
+    computed = {mil.dtype_name(v) for op in function.operations
+                if op.op_type not in coreml.STORAGE_OPS for v in op.outputs}
+    assert computed <= coreml.COMPUTE_DTYPES
+    assert {op.op_type for op in function.operations} <= coreml.ALLOWED_OPS
+    if mode != "none":
+        assert "fp16" in computed  # the rest of the model does run in fp16
+
+
+@pytest.mark.parametrize("mode", ["none", "fp16", "int4"])
+def test_hash_stage_is_bit_exact_on_adversarial_strings(exported, mode):
+    tokens = random_tokens(200, seed=12)
+    codes = token_codes(tokens, 20).reshape(1, len(tokens), 20)
+    got = coreml.hash_runner(exported / name(mode))(codes)[0]
+    np.testing.assert_array_equal(got.view(np.uint32), embed_reference(tokens).view(np.uint32))
+
+
+def test_fp16_hash_stage_is_caught(tmp_path, monkeypatch):
+    """Convert with every op in fp16, the hash stage included: the checks refuse it."""
+    monkeypatch.setattr(coreml, "outside_hash_stage", lambda hash_output: lambda op: True)
+    result = run("coreml", "-o", tmp_path, "--quantize", "fp16", "--data", tmp_path / "none")
+    assert result.exit_code == 3
+    assert "computes in fp16, which breaks the hash's exactness" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_reads_a_package(exported):
+    texts = [("A gorgeous, witty, seductive movie.", None), ("Dull and lifeless.", None)]
+    package = load_predictor(exported / name("none")).logits(texts)
+    pytorch = load_predictor(default_model()).logits(texts)
+    np.testing.assert_allclose(package, pytorch, atol=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seq-len", "64"], "at least the model's 128 tokens"),
+    (["--deployment-target", "iOS17"], "enumerated shapes on several inputs need iOS18"),
+    (["--deployment-target", "iOS17", "--flexible", "--quantize", "int4"], "needs"),
+])
+def test_bad_shape_options_fail_in_one_line(tmp_path, args, message):
+    result = run("coreml", "-o", tmp_path, *args)
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(platform.system() != "Darwin",
+                    reason="Core ML predicts only on macOS; on Linux the MIL evaluator runs")
+def test_macos_prediction_matches_the_evaluator(exported):
+    path = exported / name("none")
+    codes = token_codes(["[CLS]", "great", "[SEP]"], 20)[None]
+    feeds = {"token_codes": np.pad(codes, [(0, 0), (0, 13), (0, 0)]),
+             "attention_mask": np.pad(np.ones((1, 3), np.int32), [(0, 0), (0, 13)])}
+    program, _ = coreml.load(path)
+    want = mil.Evaluator(program).run(feeds)[0]
+    got = ct.models.MLModel(str(path)).predict(feeds)["logits"]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+# The evaluator, op by op: each function converted alone and evaluated, against PyTorch.
+BIG = torch.tensor([[46_336, 2**30, 7, 0], [1, 65_504, 70_001, 123_457]], dtype=torch.int32)
+FLOATS = torch.linspace(-3, 3, 24).reshape(2, 3, 4)
+OPS = {
+    "int32 remainder": (lambda x: torch.remainder(x * 3 + 11, 46_337), BIG),
+    "int32 wrapping multiply": (lambda x: x * 29_411, BIG),
+    "comparisons and where": (lambda x: torch.where(torch.logical_and(x > 5, x < 70_000), x,
+                                                    torch.zeros_like(x)), BIG),
+    "int to float": (lambda x: x.to(torch.float32) / 46_337.0, BIG),
+    "cat and slice": (lambda x: torch.cat([x[:, 1:], x[:, :1]], dim=-1), BIG),
+    "sum with keepdim": (lambda x: x.sum(-1, keepdim=True), FLOATS),
+    "layer norm": (lambda x: torch.nn.functional.layer_norm(x, (4,)), FLOATS),
+    "gelu": (lambda x: torch.nn.functional.gelu(x), FLOATS),
+    "softmax": (lambda x: torch.softmax(x, -1), FLOATS),
+    "tanh": (torch.tanh, FLOATS),
+    "matmul": (lambda x: x @ x.transpose(-1, -2), FLOATS),
+    "linear": (lambda x: torch.nn.functional.linear(x, torch.ones(5, 4) * 0.3,
+                                                    torch.arange(5.0)), FLOATS),
+    "embedding": (lambda x: torch.nn.functional.embedding(
+        torch.remainder(x, 4), torch.arange(12.0).reshape(4, 3)), BIG),
+}
+
+
+class Wrap(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def convert_alone(fn, x, precision):
+    program = torch.export.export(Wrap(fn), (x,)).run_decompositions({})
+    dtype = np.int32 if x.dtype == torch.int32 else np.float32
+    with coreml.quiet():
+        model = ct.convert(program, inputs=[ct.TensorType(name="x", shape=x.shape, dtype=dtype)],
+                           convert_to="mlprogram", compute_precision=precision,
+                           minimum_deployment_target=ct.target.iOS18)
+    return mil.Evaluator(model._mil_program)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_evaluator_matches_pytorch_op_by_op(op):
+    fn, x = OPS[op]
+    got = convert_alone(fn, x, ct.precision.FLOAT32).run({"x": x.numpy()})[0]
+    want = fn(x).numpy()
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_evaluator_computes_fp16_ops_in_fp16():
+    """A value cast to fp16 past 65,504 is inf and above 2,048 loses integers, as on a device:
+    the trap an fp16 hash stage falls into."""
+    x = torch.tensor([[2_049, 46_336, 70_001]], dtype=torch.int32)
+    evaluator = convert_alone(lambda v: v.to(torch.float32) * 1.0 + 0.5, x,
+                              ct.precision.FLOAT16)
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        got = evaluator.run({"x": x.numpy()})[0]
+    np.testing.assert_array_equal(got, np.float32([[2048.0, 46336.0, np.inf]]))
