@@ -19,6 +19,7 @@ from eelbert_export.data import prepare as data_prepare
 from eelbert_export.errors import EelbertError, InputError, TargetMissed, VerificationError
 from eelbert_export.exporters import coreml as coreml_format
 from eelbert_export.exporters import onnx as onnx_format
+from eelbert_export.exporters import tflite as tflite_format
 from eelbert_export.exporters.pipeline import OUTPUTS, export
 from eelbert_export.hashing import PAPER_SPEC, HashSpec
 from eelbert_export.model import default_hash_spec, named_configs
@@ -325,6 +326,19 @@ def coreml_command(model, out_dir, quantize, output, force, no_verify, data_dir,
                "flexible": flexible}
     sidecar = export(coreml_format, model, out_dir, quantize, output, force, not no_verify,
                      data_dir, options, max_chars)
+    report_export(sidecar, out_dir)
+
+
+@main.command("tflite")
+@export_options(tflite_format)
+@click.option("--seq-len", type=click.IntRange(1, 512), default=None,
+              help="Static sequence length [default: the model's max_length].")
+def tflite_command(model, out_dir, quantize, output, force, no_verify, data_dir, max_chars,
+                   seq_len) -> None:
+    """Export MODEL [default: the default model] to TFLite (builtin ops only), verified in the
+    LiteRT interpreter."""
+    sidecar = export(tflite_format, model, out_dir, quantize, output, force, not no_verify,
+                     data_dir, {"seq_len": seq_len}, max_chars)
     report_export(sidecar, out_dir)
 
 

@@ -92,20 +92,23 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden, eps=LAYER_NORM_EPS)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, tokens: torch.Tensor | None, token_type_ids: torch.Tensor,
+    def forward(self, tokens: torch.Tensor | None, token_type_ids: torch.Tensor | None,
                 input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """``tokens``: int32 codes [b, s, max_chars] for hash models, ids [b, s] for tables.
         ``input_ids`` lets a hash model read its vocabulary cache instead (training only;
-        ``tokens`` may then be None)."""
+        ``tokens`` may then be None). ``token_type_ids`` None means all zeros: row 0 is added
+        as one vector, which converters with static shapes would otherwise fold into a
+        [seq, hidden] constant (64 kB in a TFLite file)."""
         if isinstance(self.word, HashEmbedding) and input_ids is not None \
                 and self.word.vocab_cache is not None:
             words = self.word.vocab_cache[input_ids]
         else:
             words = self.word(tokens)
         # int32 indices throughout: exported graphs carry no int64 (Core ML and LiteRT lack it).
-        positions = torch.arange(token_type_ids.shape[1], dtype=torch.int32,
-                                 device=token_type_ids.device)
-        x = words + self.position(positions) + self.token_type(token_type_ids)
+        positions = torch.arange(words.shape[1], dtype=torch.int32, device=words.device)
+        types = self.token_type.weight[0] if token_type_ids is None else \
+            self.token_type(token_type_ids)
+        x = words + self.position(positions) + types
         return self.dropout(self.norm(x))
 
 
@@ -154,7 +157,7 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.layers))
 
     def forward(self, tokens: torch.Tensor | None, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None
+                token_type_ids: torch.Tensor | None, input_ids: torch.Tensor | None = None
                 ) -> torch.Tensor:
         x = self.embeddings(tokens, token_type_ids, input_ids)
         # Additive mask: -10000 rather than -inf keeps fully padded rows finite, also in fp16.
@@ -176,7 +179,7 @@ class Classifier(nn.Module):
         self.apply(init_weights)
 
     def forward(self, tokens: torch.Tensor | None, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None
+                token_type_ids: torch.Tensor | None, input_ids: torch.Tensor | None = None
                 ) -> torch.Tensor:
         hidden = self.encoder(tokens, attention_mask, token_type_ids, input_ids)
         pooled = torch.tanh(self.pooler(hidden[:, 0]))
@@ -209,7 +212,7 @@ class MaskedLM(nn.Module):
         return word.weight
 
     def forward(self, tokens: torch.Tensor | None, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor, input_ids: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None, input_ids: torch.Tensor | None = None,
                 predict: torch.Tensor | None = None) -> torch.Tensor:
         """Vocabulary logits at the positions where the bool mask ``predict`` is set (all
         positions when None): scoring only the masked 15% saves most of the head's work."""

@@ -173,7 +173,7 @@ def describe(model, deployable: Deployable, hash_output: str) -> None:
                                         HASH_OUTPUT_KEY: hash_output})
 
 
-def quantize(path: Path, mode: str) -> dict:
+def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) -> dict:
     """int8: every weight matrix linear int8, one scale per output channel. The 4- and 6-bit
     modes compress only the matrices measured to tolerate it (LOW_BIT: the feed-forward pair
     and the attention output projection, two thirds of the weights) and keep the rest int8:

@@ -91,7 +91,8 @@ def hash_output(model: onnx.ModelProto) -> str:
     return leaving[0]
 
 
-def quantize(path: Path, mode: str) -> dict:
+def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) -> dict:
+    """Weight-only modes: nothing to calibrate."""
     model = onnx.load(str(path))
     if mode == "fp16":
         return float16_weights(model, path)

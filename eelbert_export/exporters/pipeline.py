@@ -62,10 +62,9 @@ class Deployable(nn.Module):
 
     def forward(self, token_codes: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        types = token_type_ids if token_type_ids is not None else torch.zeros_like(attention_mask)
         if self.output == "hidden":
-            return self.model.encoder(token_codes, attention_mask, types)
-        return self.model(token_codes, attention_mask, types)
+            return self.model.encoder(token_codes, attention_mask, token_type_ids)
+        return self.model(token_codes, attention_mask, token_type_ids)
 
     @property
     def input_names(self) -> list[str]:
@@ -92,6 +91,26 @@ def verification_texts(ckpt: checkpoint.Checkpoint,
     return f"built-in sample ({len(SAMPLE_TEXTS)} texts)", Examples(SAMPLE_TEXTS, pairs, None)
 
 
+def calibration_feeds(ckpt: checkpoint.Checkpoint, deployable: Deployable,
+                      data_dir: Path | None, count: int = 128) -> list[dict[str, np.ndarray]]:
+    """Representative inputs for quantizers that calibrate activations, one row each: the
+    first ``count`` texts of the model's train split (never the dev split verification uses),
+    else the built-in sample."""
+    task = ckpt.provenance.get("task")
+    rows = None
+    if data_dir is not None and task in TASKS:
+        try:
+            rows = load_task(task, data_dir).train[:count]
+        except InputError:
+            rows = None
+    data = examples(rows, ckpt.labels) if rows else \
+        Examples(SAMPLE_TEXTS, [t[::-1] for t in SAMPLE_TEXTS] if deployable.pairs else None,
+                 None)
+    encoder = ckpt.text_encoder()
+    return [feeds(encoder.encode([text], None if data.pairs is None else [data.pairs[i]]),
+                  deployable.input_names) for i, text in enumerate(data.texts)]
+
+
 def uses_pairs(ckpt: checkpoint.Checkpoint) -> bool:
     """Pair models (BoolQ, a CSV with text_b) take token_type_ids."""
     return bool(ckpt.provenance.get("pairs", ckpt.provenance.get("task") == "boolq"))
@@ -102,7 +121,7 @@ def feeds(batch, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def compare(reference: np.ndarray, artifact: np.ndarray, exact: bool,
-            labels: np.ndarray | None) -> dict:
+            labels: np.ndarray | None, min_cosine: float = MIN_COSINE) -> dict:
     """Figures of artifact vs PyTorch, and whether they meet the tolerance for the precision."""
     diff = np.abs(reference - artifact)
     ref, art = reference.reshape(len(reference), -1), artifact.reshape(len(artifact), -1)
@@ -120,8 +139,8 @@ def compare(reference: np.ndarray, artifact: np.ndarray, exact: bool,
         figures["passed"] = figures["max_abs_diff"] <= FLOAT_LOGIT_TOLERANCE
     else:
         figures["tolerance"] = (f"label_agreement >= {MIN_LABEL_AGREEMENT}, cosine >= "
-                                f"{MIN_COSINE}")
-        figures["passed"] = agreement >= MIN_LABEL_AGREEMENT and cosine >= MIN_COSINE
+                                f"{min_cosine}")
+        figures["passed"] = agreement >= MIN_LABEL_AGREEMENT and cosine >= min_cosine
     return figures
 
 
@@ -150,7 +169,10 @@ def verify(fmt, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable,
             reference.append(deployable(*map(torch.from_numpy, inputs.values())).numpy())
         artifact.append(run(inputs))
     exact = quantization == "none"
-    figures = compare(np.concatenate(reference), np.concatenate(artifact), exact, data.labels)
+    # A format may state its own cosine floor for a mode (TFLite's full-integer int8).
+    min_cosine = getattr(fmt, "MIN_COSINE", {}).get(quantization, MIN_COSINE)
+    figures = compare(np.concatenate(reference), np.concatenate(artifact), exact, data.labels,
+                      min_cosine)
     figures["texts"] = source
     figures["hash_stage"] = verify_hash(fmt, path, ckpt)
     figures["passed"] = figures["passed"] and figures["hash_stage"]["bit_exact"]
@@ -206,7 +228,8 @@ def export(fmt, model_path: Path | None, out_dir: Path, quantization: str = "non
         example = tracing_example(ckpt, deployable)
         info = fmt.convert(deployable, example, staged, options or {}, quantization)
         if quantization != "none":
-            info |= fmt.quantize(staged, quantization)
+            info |= fmt.quantize(staged, quantization, calibration_feeds(ckpt, deployable,
+                                                                         data_dir))
         fmt.check(staged)
         info["ops"] = fmt.ops(staged)
         figures = verify(fmt, staged, ckpt, deployable, texts, quantization) \

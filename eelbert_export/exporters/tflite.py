@@ -1,0 +1,288 @@
+"""TFLite: LiteRT's PyTorch converter (litert-torch) with static shapes, builtin operators only,
+quantized by ai-edge-quantizer and run in the LiteRT interpreter (ai-edge-litert). No
+TensorFlow. litert-torch imports jax and transformers (seconds), so each function imports what
+it needs when called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from eelbert_export.errors import InputError, VerificationError
+from eelbert_export.exporters.pipeline import Deployable, gzip_size
+
+# torchao, which litert-torch imports, warns that its CUDA kernels do not load and about
+# torch internals; neither concerns a CPU export.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+logging.getLogger("torchao").setLevel(logging.ERROR)
+
+NAME = "tflite"
+SUFFIX = ".tflite"
+FOLDER = False
+QUANTIZATIONS = ("none", "fp16", "int8", "int8-weights", "int8-full")
+HASH_SCOPE = "HashEmbedding_word"  # how litert-torch names the hash module's tensors
+# int8-full quantizes activations too: on the default model's dev split its logits reach
+# cosine 0.988 (label agreement 99.0%), so it is held to its own stated floor (README).
+MIN_COSINE = {"int8-full": 0.98}
+# Left out of int8-full's activation quantization: the hash stage (exactness), the attention
+# scores (the -10,000 mask bias would take the whole int8 range: cosine 0.67 with them
+# quantized), and the op producing the signature's output, float32 by the I/O contract.
+FLOAT_SCOPES = (HASH_SCOPE, "SelfAttention_attention;", "serving_default_.*_output")
+
+
+class Named(nn.Module):
+    """The deployable with keyword inputs and a dict output: the signature's names are then
+    the canonical ones (``token_codes``, ``logits``) instead of ``args_0``, ``output_0``."""
+
+    def __init__(self, deployable: Deployable):
+        super().__init__()
+        self.deployable = deployable
+
+    def forward(self, token_codes, attention_mask, token_type_ids=None):
+        return {self.deployable.output_name:
+                self.deployable(token_codes, attention_mask, token_type_ids)}
+
+
+def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, options: dict,
+            quantization: str) -> dict:
+    import litert_torch
+
+    seq = options.get("seq_len") or deployable.max_length
+    if seq > deployable.max_length:
+        raise InputError(f"--seq-len {seq} is past the model's {deployable.max_length} tokens")
+    shapes = {name: (1, seq) + tuple(value.shape[2:]) for name, value in example.items()}
+    kwargs = {name: torch.zeros(shape, dtype=torch.int32) for name, shape in shapes.items()}
+    to_tflite(Named(deployable).eval(), kwargs, path)
+    return {"converter": f"litert-torch {litert_torch.__version__}, torch {torch.__version__}",
+            "shapes": f"static: batch 1, seq {seq} (pad shorter texts; the app does the same)",
+            "runtime": f"LiteRT interpreter (ai-edge-litert {litert_version()})"}
+
+
+def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) -> dict:
+    """ai-edge-quantizer recipes. int8: dynamic range (int8 weights, activations quantized on
+    the fly by the kernels); int8-weights: int8 weights dequantized to float32 before each op;
+    fp16: float16 weights, float32 compute; int8-full: int8 weights and activations, calibrated
+    on real sentences, with the hash stage left out so that its float ops stay exact."""
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe, recipe_manager
+
+    ops = qtyping.TFLOperationName.ALL_SUPPORTED
+    if mode == "int8":
+        chosen = recipe.dynamic_wi8_afp32()
+        what = "dynamic range: int8 weights per channel, activations quantized at run time"
+    elif mode == "int8-weights":
+        chosen = recipe.weight_only_wi8_afp32()
+        what = "int8 weights per channel, dequantized to float32 before each op"
+    elif mode == "fp16":
+        manager = recipe_manager.RecipeManager()
+        manager.add_weight_only_config(".*", ops, 16,
+                                       algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+        chosen, what = manager.get_quantization_recipe(), "float16 weights, float32 compute"
+    else:
+        manager = recipe_manager.RecipeManager()
+        manager.add_static_config(".*", ops, activation_num_bits=8, weight_num_bits=8)
+        for scope in FLOAT_SCOPES:
+            manager.add_quantization_config(
+                f".*{scope}.*", ops, algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+        chosen, what = manager.get_quantization_recipe(), (
+            f"int8 weights and activations, calibrated on {len(calibration)} real texts; hash "
+            "stage not quantized")
+    with quiet():
+        tool = quantizer.Quantizer(str(path))
+        tool.load_quantization_recipe(chosen)
+        calibrated = None
+        if tool.need_calibration:
+            seq = input_shapes(path)["attention_mask"][1]
+            calibrated = tool.calibrate(
+                {"serving_default": [padded(feeds, seq) for feeds in calibration]})
+        result = tool.quantize(calibrated)
+    path.write_bytes(bytes(result.quantized_model))
+    return {"quantization": what}
+
+
+def padded(feeds: dict[str, np.ndarray], seq: int) -> dict[str, np.ndarray]:
+    """One row cut or zero-padded to the artifact's static sequence length."""
+    return {name: np.pad(value[:, :seq], [(0, 0), (0, max(0, seq - value.shape[1]))]
+                         + [(0, 0)] * (value.ndim - 2)) for name, value in feeds.items()}
+
+
+def interpreter(path: Path, keep_tensors: bool = False):
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet():  # the XNNPACK delegate announces itself when tensors are first allocated
+        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=keep_tensors)
+        it.allocate_tensors()
+    return it
+
+
+def input_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    runner = interpreter(path).get_signature_runner()
+    return {name: tuple(detail["shape"]) for name, detail in runner.get_input_details().items()}
+
+
+def operator_names(path: Path) -> list[str]:
+    """Every operator code in the flatbuffer: builtin names, or CUSTOM:<code> (Flex included)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    found = []
+    for code in model.operatorCodes:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            custom = code.customCode.decode() if isinstance(code.customCode, bytes) \
+                else str(code.customCode)
+            found.append(f"CUSTOM:{custom}")
+        else:
+            found.append(names.get(builtin, f"UNKNOWN:{builtin}"))
+    return found
+
+
+def check(path: Path) -> None:
+    """Builtin operators only (a Flex (SELECT_TF_OPS) or custom op needs a runtime the app's
+    stock LiteRT does not have), and the contract's dtypes: int32 in, float32 out."""
+    foreign = sorted({name.removeprefix("CUSTOM:") for name in operator_names(path)
+                      if name.startswith(("CUSTOM:", "UNKNOWN:"))})
+    if foreign:
+        kind = "Flex (SELECT_TF_OPS)" if all(f.startswith("Flex") for f in foreign) else "custom"
+        raise VerificationError(f"{path.name}: {kind} operators, not LiteRT builtins: "
+                                f"{', '.join(foreign)}")
+    runner_ = interpreter(path).get_signature_runner()
+    details = runner_.get_input_details() | runner_.get_output_details()
+    wrong = [f"{name} is {np.dtype(d['dtype']).name}" for name, d in details.items()
+             if np.dtype(d["dtype"]) != (np.float32 if name in runner_.get_output_details()
+                                         else np.int32)]
+    if wrong:
+        raise VerificationError(f"{path.name}: breaks the I/O contract: {', '.join(wrong)}")
+
+
+def ops(path: Path) -> list[str]:
+    return sorted(set(operator_names(path)))
+
+
+def runner(path: Path):
+    """Run rows one at a time (batch 1), each padded to the static sequence length."""
+    runner_ = interpreter(path).get_signature_runner()
+    seq = input_shapes(path)["attention_mask"][1]
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if feeds["attention_mask"].shape[1] > seq and feeds["attention_mask"][:, seq:].any():
+            raise InputError(f"{path.name}: takes at most {seq} tokens")
+        rows = [next(iter(runner_(**padded({k: v[i:i + 1] for k, v in feeds.items()},
+                                             seq)).values()))
+                for i in range(len(feeds["attention_mask"]))]
+        result = np.concatenate(rows)
+        width = feeds["attention_mask"].shape[1]
+        if result.ndim == 3:  # hidden states: back to the batch's padded length
+            result = np.pad(result[:, :width], [(0, 0), (0, max(0, width - seq)), (0, 0)])
+        return result
+    return run
+
+
+def hash_runner(path: Path):
+    """The artifact's own hash stage: the interpreter keeps every intermediate tensor, and the
+    hash output is the widest float tensor [1, seq, width] named inside the hash module (the
+    concatenation of its n-gram orders)."""
+    it = interpreter(path, keep_tensors=True)
+    runner_ = it.get_signature_runner()
+    shapes = input_shapes(path)
+    seq = shapes["attention_mask"][1]
+    floats = [t for t in it.get_tensor_details()
+              if HASH_SCOPE in t["name"] and t["dtype"] == np.float32 and len(t["shape"]) == 3
+              and t["shape"][1] == seq]
+    width = max((t["shape"][2] for t in floats), default=0)
+    outputs = [t for t in floats if t["shape"][2] == width]
+    if len(outputs) != 1:
+        raise VerificationError(f"{path.name}: cannot find the hash stage's output "
+                                f"({len(outputs)} candidates)")
+
+    def run(codes: np.ndarray) -> np.ndarray:
+        chunks = []
+        for start in range(0, codes.shape[1], seq):
+            part = codes[:, start:start + seq]
+            feeds = {name: np.ones(shape, np.int32) if name == "attention_mask"
+                     else np.zeros(shape, np.int32) for name, shape in shapes.items()}
+            feeds["token_codes"] = padded({"c": part}, seq)["c"]
+            runner_(**feeds)
+            chunks.append(it.get_tensor(outputs[0]["index"])[:, :part.shape[1]])
+        return np.concatenate(chunks, axis=1)
+    return run
+
+
+def size(path: Path) -> dict:
+    data = path.read_bytes()
+    return {"bytes": len(data), "gzip_bytes": gzip_size(data)}
+
+
+def move(staged: Path, target: Path) -> None:
+    shutil.move(staged, target)
+
+
+def to_tflite(module: nn.Module, kwargs: dict[str, torch.Tensor], path: Path) -> None:
+    """Convert with builtin ops only. litert-torch refuses ops that would need TensorFlow
+    kernels (Flex): that becomes a one-line reason naming them."""
+    import litert_torch
+
+    try:
+        with quiet():
+            litert_torch.convert(module, sample_kwargs=kwargs).export(str(path))
+    except Exception as e:  # the converter raises bare Exceptions and ConverterErrors
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        flex = [line for line in lines if line.startswith(("TF Select ops:", "Custom ops:"))]
+        raise VerificationError(f"{path.name}: not convertible to LiteRT builtin ops: "
+                                f"{'; '.join(flex or lines[:1])}") from None
+    shorten_names(path)
+
+
+def shorten_names(path: Path) -> None:
+    """Keep the last module of each tensor's name: litert-torch names tensors by their whole
+    module path, 70 kB of an int8 file. The hash module's name stays, for ``hash_runner``;
+    names stay unique, for ai-edge-quantizer."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    for subgraph in model.subgraphs:
+        seen = set()
+        for index, tensor in enumerate(subgraph.tensors):
+            name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+            short = ";".join(part.rsplit("/", 1)[-1] for part in name.split(";"))
+            short = f"{short}#{index}" if short in seen else short
+            seen.add(short)
+            tensor.name = short
+    path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+
+
+def litert_version() -> str:
+    from importlib.metadata import version
+    return version("ai-edge-litert")
+
+
+@contextlib.contextmanager
+def quiet():
+    """litert-torch and ai-edge-quantizer narrate every step, and the converter and interpreter
+    log from C++ straight to file descriptor 2: silence both levels while they work."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
