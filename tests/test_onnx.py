@@ -5,33 +5,20 @@ import json
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 
 from eelbert_export import checkpoint
-from eelbert_export.cli import main
 from eelbert_export.exporters import onnx as onnx_format
 from eelbert_export.hashing import embed_reference, token_codes
 from eelbert_export.zoo import default_model
 
+from .exports import export_modes, run, sidecar
 from .test_hashing import random_tokens
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The default model in float32, int8 and fp16, verified on the built-in sample."""
-    out = tmp_path_factory.mktemp("onnx")
-    for mode in ("none", "int8", "fp16"):
-        result = run("onnx", "-o", out, "--quantize", mode, "--data", out / "no-data")
-        assert result.exit_code == 0, result.output
-    return out
-
-
-def sidecar(path):
-    return json.loads(path.with_name(path.name + ".json").read_text())
+    return export_modes("onnx", ("none", "int8", "fp16"), tmp_path_factory.mktemp("onnx"))
 
 
 def test_float32_artifact_is_exact_and_described(exported):

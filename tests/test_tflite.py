@@ -1,49 +1,31 @@
 """TFLite export of the default model, builtin ops only, verified in the LiteRT interpreter."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from eelbert_export.cli import main
 from eelbert_export.errors import VerificationError
 from eelbert_export.exporters import tflite
 from eelbert_export.hashing import embed_reference, token_codes
 from eelbert_export.predict import load_predictor
 from eelbert_export.zoo import default_model
 
+from .exports import artifact, export_modes, run, sidecar
 from .test_hashing import random_tokens
 
 MODES = ("none", "fp16", "int8", "int8-weights", "int8-full")
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def name(mode):
-    return "uno-eelbert-sentiment" + ("" if mode == "none" else f".{mode}") + ".tflite"
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The default model in every mode, verified (and int8-full calibrated) on the built-in
     sample."""
-    out = tmp_path_factory.mktemp("tflite")
-    for mode in MODES:
-        result = run("tflite", "-o", out, "--quantize", mode, "--data", out / "no-data")
-        assert result.exit_code == 0, result.output
-    return out
-
-
-def sidecar(path):
-    return json.loads(path.with_name(path.name + ".json").read_text())
+    return export_modes("tflite", MODES, tmp_path_factory.mktemp("tflite"))
 
 
 def test_float32_model_is_exact_with_canonical_signature(exported):
-    path = exported / name("none")
+    path = exported / artifact("none", ".tflite")
     info = sidecar(path)
     check = info["verification"]
     assert check["passed"] and check["max_abs_diff"] <= 1e-4 and check["hash_stage"]["bit_exact"]
@@ -56,7 +38,7 @@ def test_float32_model_is_exact_with_canonical_signature(exported):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_builtin_ops_only_and_listed(exported, mode):
-    path = exported / name(mode)
+    path = exported / artifact(mode, ".tflite")
     ops = tflite.operator_names(path)
     assert not [op for op in ops if op.startswith(("CUSTOM", "UNKNOWN"))]
     assert sidecar(path)["conversion"]["ops"] == sorted(set(ops))
@@ -65,21 +47,21 @@ def test_builtin_ops_only_and_listed(exported, mode):
 
 @pytest.mark.parametrize("mode", MODES[1:])
 def test_reduced_precision_models(exported, mode):
-    check = sidecar(exported / name(mode))["verification"]
+    check = sidecar(exported / artifact(mode, ".tflite"))["verification"]
     floor = tflite.MIN_COSINE.get(mode, 0.999)
     assert check["passed"] and check["label_agreement"] >= 0.99 and check["cosine"] >= floor
     assert check["hash_stage"]["bit_exact"]
 
 
 def test_dynamic_range_int8_size(exported):
-    assert tflite.size(exported / name("int8"))["bytes"] <= 400_000
+    assert tflite.size(exported / artifact("int8", ".tflite"))["bytes"] <= 400_000
 
 
 @pytest.mark.parametrize("mode", ["none", "int8", "int8-full"])
 def test_hash_stage_is_bit_exact_on_adversarial_strings(exported, mode):
     tokens = random_tokens(200, seed=13)
     codes = token_codes(tokens, 20).reshape(1, len(tokens), 20)
-    got = tflite.hash_runner(exported / name(mode))(codes)[0]
+    got = tflite.hash_runner(exported / artifact(mode, ".tflite"))(codes)[0]
     np.testing.assert_array_equal(got.view(np.uint32), embed_reference(tokens).view(np.uint32))
 
 
@@ -97,7 +79,7 @@ def test_builtins_only_check_fires(tmp_path, exported):
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(
-        bytearray((exported / name("none")).read_bytes()))
+        bytearray((exported / artifact("none", ".tflite")).read_bytes()))
     model.operatorCodes[0].builtinCode = schema.BuiltinOperator.CUSTOM
     model.operatorCodes[0].deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
     model.operatorCodes[0].customCode = "FlexBitwiseAnd"
@@ -109,7 +91,7 @@ def test_builtins_only_check_fires(tmp_path, exported):
 
 def test_predict_reads_a_tflite_model(exported):
     texts = [("A gorgeous, witty, seductive movie.", None), ("Dull and lifeless.", None)]
-    got = load_predictor(exported / name("none")).logits(texts)
+    got = load_predictor(exported / artifact("none", ".tflite")).logits(texts)
     want = load_predictor(default_model()).logits(texts)
     np.testing.assert_allclose(got, want, atol=1e-4)
 
