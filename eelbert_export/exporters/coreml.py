@@ -21,7 +21,7 @@ import torch
 
 from eelbert_export import __version__
 from eelbert_export.errors import InputError, VerificationError
-from eelbert_export.exporters.pipeline import Deployable, gzip_size
+from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, gzip_size
 
 NAME = "coreml"
 SUFFIX = ".mlpackage"
@@ -32,7 +32,6 @@ DEFAULT_TARGET = "iOS18"
 # Enumerated sequence lengths, batch 1. Rotten Tomatoes dev texts are 28 tokens on average
 # (95% within 48): padding to the next of these lengths costs 1.44x the tokens on average.
 DEFAULT_SEQ_LENS = (16, 32, 64, 128)
-HASH_SCOPE = "encoder.embeddings.word"
 LOW_BIT = re.compile(r"layers_\d+_(intermediate|output|attention_output)_weight")
 HASH_OUTPUT_KEY = "eelbert.hash_output"
 # Everything a converted EELBERT may contain; anything else fails the export.
@@ -50,6 +49,7 @@ COMPUTE_DTYPES = frozenset({"int32", "fp32", "fp16", "bool", "string"})
 def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, options: dict,
             quantization: str) -> dict:
     from eelbert_export.exporters import mil
+
     target = options.get("deployment_target", DEFAULT_TARGET)
     seq_lens = tuple(sorted(set(options.get("seq_lens") or DEFAULT_SEQ_LENS)))
     flexible = options.get("flexible", False)
@@ -129,6 +129,7 @@ def converted_name(program, name: str) -> str:
 def input_shape(name: str, flexible: bool, seq_lens: tuple[int, ...], max_length: int,
                 max_chars: int):
     from eelbert_export.exporters import mil
+
     ct, tail = mil.ct, (max_chars,) if name == "token_codes" else ()
     if flexible:
         return ct.Shape((ct.RangeDim(1, 64, 1), ct.RangeDim(1, max_length, seq_lens[-1])) + tail)
@@ -142,6 +143,7 @@ def outside_hash_stage(hash_output: str):
     """The fp16 pass's op selector: ops of the hash stage stay int32/float32 (fp16 holds
     integers exactly only up to 2,048 and overflows at 65,504; hash values reach 46,336)."""
     from eelbert_export.exporters import mil
+
     stages = {}
 
     def select(op) -> bool:
@@ -181,6 +183,7 @@ def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) ->
     palette4 0.972), and the query/key/value, position and pooler matrices each cost more
     than the whole feed-forward block when compressed alone (README)."""
     from eelbert_export.exporters import mil
+
     if mode == "fp16":
         return {"quantization": "float16 weights and compute; hash stage int32/float32"}
     from coremltools.optimize import coreml as cto
@@ -217,6 +220,7 @@ def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) ->
 def weight_names(path: Path, threshold: int) -> list[str]:
     """The float weight constants large enough to compress."""
     from eelbert_export.exporters import mil
+
     return [op.name for op in mil.load_program(path).functions["main"].operations
             if op.op_type == "const" and mil.dtype_name(op.outputs[0]) in ("fp16", "fp32")
             and np.size(op.outputs[0].val) >= threshold]
@@ -240,6 +244,7 @@ def quiet():
 
 def load(path: Path):
     from eelbert_export.exporters import mil
+
     program = mil.load_program(path)
     metadata = mil.ct.models.MLModel(str(path), skip_model_load=True).user_defined_metadata
     hash_output = metadata.get(HASH_OUTPUT_KEY)
@@ -252,6 +257,7 @@ def load(path: Path):
 def check(path: Path) -> None:
     """The op set, every computed integer int32, and no fp16 anywhere in the hash stage."""
     from eelbert_export.exporters import mil
+
     program, hash_output = load(path)
     function = program.functions["main"]
     stage = mil.upstream(function, [hash_output])
@@ -276,11 +282,13 @@ def check(path: Path) -> None:
 
 def ops(path: Path) -> list[str]:
     from eelbert_export.exporters import mil
+
     return sorted({op.op_type for op in mil.load_program(path).functions["main"].operations})
 
 
 def verifier_name() -> str:
     from eelbert_export.exporters import mil
+
     if platform.system() == "Darwin":
         return f"Core ML (MLModel.predict), coremltools {mil.ct.__version__}"
     return (f"MIL program evaluator (coremltools {mil.ct.__version__} value inference, each op "
@@ -291,6 +299,7 @@ def runner(path: Path):
     """Run the package as an app calls it: one row at a time (the enumerated shapes have batch
     1, and conversion specializes reshapes to it), zero-padded to an allowed length."""
     from eelbert_export.exporters import mil
+
     spec = mil.ct.models.MLModel(str(path), skip_model_load=True).get_spec()
     lengths = allowed_lengths(spec)
     if platform.system() == "Darwin":
@@ -342,6 +351,7 @@ def hash_runner(path: Path):
     """The package's own hash stage: its ops up to the hash output, evaluated in the dtypes the
     program declares (the Core ML runtime cannot run a sub-graph, even on macOS)."""
     from eelbert_export.exporters import mil
+
     program, hash_output = load(path)
     evaluator = mil.Evaluator(program)
     return lambda codes: evaluator.run({"token_codes": codes}, [hash_output])[0]

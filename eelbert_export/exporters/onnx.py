@@ -21,13 +21,12 @@ import torch
 from onnx import numpy_helper
 
 from eelbert_export.errors import VerificationError
-from eelbert_export.exporters.pipeline import Deployable, gzip_size
+from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, gzip_size
 
 NAME = "onnx"
 SUFFIX = ".onnx"
 FOLDER = False
 QUANTIZATIONS = ("none", "fp16", "int8")
-HASH_SCOPE = "encoder.embeddings.word"
 HASH_MARK = "/hash"  # suffix of the hash stage's node names
 DEFAULT_DOMAINS = ("", "ai.onnx")
 # Measured node by node on the default model's dev split (README): the 256-weight token-type

@@ -47,6 +47,7 @@ FLOAT_LOGIT_TOLERANCE = 1e-4
 MIN_LABEL_AGREEMENT = 0.99
 MIN_COSINE = 0.999
 OUTPUTS = ("logits", "hidden")
+HASH_SCOPE = "encoder.embeddings.word"  # the hash embedding's module path in every model
 
 
 class Deployable(nn.Module):

@@ -31,14 +31,14 @@ NAME = "tflite"
 SUFFIX = ".tflite"
 FOLDER = False
 QUANTIZATIONS = ("none", "fp16", "int8", "int8-weights", "int8-full")
-HASH_SCOPE = "HashEmbedding_word"  # how litert-torch names the hash module's tensors
+HASH_TENSORS = "HashEmbedding_word"  # how litert-torch names the hash module's tensors
 # int8-full quantizes activations too: on the default model's dev split its logits reach
 # cosine 0.988 (label agreement 99.0%), so it is held to its own stated floor (README).
 MIN_COSINE = {"int8-full": 0.98}
 # Left out of int8-full's activation quantization: the hash stage (exactness), the attention
 # scores (the -10,000 mask bias would take the whole int8 range: cosine 0.67 with them
 # quantized), and the op producing the signature's output, float32 by the I/O contract.
-FLOAT_SCOPES = (HASH_SCOPE, "SelfAttention_attention;", "serving_default_.*_output")
+FLOAT_SCOPES = (HASH_TENSORS, "SelfAttention_attention;", "serving_default_.*_output")
 
 
 class Named(nn.Module):
@@ -199,7 +199,7 @@ def hash_runner(path: Path):
     shapes = input_shapes(path)
     seq = shapes["attention_mask"][1]
     floats = [t for t in it.get_tensor_details()
-              if HASH_SCOPE in t["name"] and t["dtype"] == np.float32 and len(t["shape"]) == 3
+              if HASH_TENSORS in t["name"] and t["dtype"] == np.float32 and len(t["shape"]) == 3
               and t["shape"][1] == seq]
     width = max((t["shape"][2] for t in floats), default=0)
     outputs = [t for t in floats if t["shape"][2] == width]
