@@ -24,6 +24,8 @@ demo: $(STAMP)
 	mkdir -p build/demo
 	$(BIN)/eelbert-export onnx -o build/demo --force
 	$(BIN)/eelbert-export onnx -o build/demo --quantize int8 --force
+	$(BIN)/eelbert-export coreml -o build/demo --quantize int8 --force
+	$(BIN)/eelbert-export tflite -o build/demo --quantize int8 --force
 	$(BIN)/eelbert-export predict build/demo/uno-eelbert-sentiment.int8.onnx \
 	  "A gorgeous, witty, seductive movie." "The plot is nothing but boilerplate."
 
