@@ -3,9 +3,13 @@ modes into one folder."""
 
 import json
 
+import numpy as np
 from click.testing import CliRunner
 
 from eelbert_export.cli import main
+from eelbert_export.hashing import embed_reference, token_codes
+
+from .test_hashing import random_tokens
 
 STEM = "uno-eelbert-sentiment"
 
@@ -28,3 +32,11 @@ def export_modes(command: str, modes, out):
         result = run(command, "-o", out, "--quantize", mode, "--data", out / "no-data")
         assert result.exit_code == 0, result.output
     return out
+
+
+def assert_hash_stage_exact(fmt, path, seed: int) -> None:
+    """The artifact's own hash stage on 200 adversarial tokens, bit for bit."""
+    tokens = random_tokens(200, seed=seed)
+    codes = token_codes(tokens, 20).reshape(1, len(tokens), 20)
+    got = fmt.hash_runner(path)(codes)[0]
+    np.testing.assert_array_equal(got.view(np.uint32), embed_reference(tokens).view(np.uint32))

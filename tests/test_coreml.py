@@ -9,12 +9,11 @@ import torch
 
 from eelbert_export.exporters import coreml, mil
 from eelbert_export.exporters.mil import ct
-from eelbert_export.hashing import embed_reference, token_codes
+from eelbert_export.hashing import token_codes
 from eelbert_export.predict import load_predictor
 from eelbert_export.zoo import default_model
 
-from .exports import artifact, export_modes, run, sidecar
-from .test_hashing import random_tokens
+from .exports import artifact, assert_hash_stage_exact, export_modes, run, sidecar
 
 MODES = ("none", "fp16", "int8", "int4", "palette6")
 
@@ -79,10 +78,7 @@ def test_structure_int32_and_hash_stage_not_fp16(exported, mode):
 
 @pytest.mark.parametrize("mode", ["none", "fp16", "int4"])
 def test_hash_stage_is_bit_exact_on_adversarial_strings(exported, mode):
-    tokens = random_tokens(200, seed=12)
-    codes = token_codes(tokens, 20).reshape(1, len(tokens), 20)
-    got = coreml.hash_runner(exported / artifact(mode, ".mlpackage"))(codes)[0]
-    np.testing.assert_array_equal(got.view(np.uint32), embed_reference(tokens).view(np.uint32))
+    assert_hash_stage_exact(coreml, exported / artifact(mode, ".mlpackage"), seed=12)
 
 
 def test_fp16_hash_stage_is_caught(tmp_path, monkeypatch):

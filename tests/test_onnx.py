@@ -8,11 +8,9 @@ import pytest
 
 from eelbert_export import checkpoint
 from eelbert_export.exporters import onnx as onnx_format
-from eelbert_export.hashing import embed_reference, token_codes
 from eelbert_export.zoo import default_model
 
-from .exports import export_modes, run, sidecar
-from .test_hashing import random_tokens
+from .exports import assert_hash_stage_exact, export_modes, run, sidecar
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +59,7 @@ def test_reduced_precision_artifacts(exported, mode):
                                   "uno-eelbert-sentiment.int8.onnx",
                                   "uno-eelbert-sentiment.fp16.onnx"])
 def test_hash_stage_is_bit_exact_on_adversarial_strings(exported, name):
-    tokens = random_tokens(200, seed=11)
-    codes = token_codes(tokens, 20).reshape(1, len(tokens), 20)
-    got = onnx_format.hash_runner(exported / name)(codes)[0]
-    np.testing.assert_array_equal(got.view(np.uint32), embed_reference(tokens).view(np.uint32))
+    assert_hash_stage_exact(onnx_format, exported / name, seed=11)
 
 
 def test_predict_agrees_between_pytorch_and_onnx(exported, tmp_path):

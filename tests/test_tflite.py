@@ -7,12 +7,10 @@ import torch
 
 from eelbert_export.errors import VerificationError
 from eelbert_export.exporters import tflite
-from eelbert_export.hashing import embed_reference, token_codes
 from eelbert_export.predict import load_predictor
 from eelbert_export.zoo import default_model
 
-from .exports import artifact, export_modes, run, sidecar
-from .test_hashing import random_tokens
+from .exports import artifact, assert_hash_stage_exact, export_modes, run, sidecar
 
 MODES = ("none", "fp16", "int8", "int8-weights", "int8-full")
 
@@ -59,10 +57,7 @@ def test_dynamic_range_int8_size(exported):
 
 @pytest.mark.parametrize("mode", ["none", "int8", "int8-full"])
 def test_hash_stage_is_bit_exact_on_adversarial_strings(exported, mode):
-    tokens = random_tokens(200, seed=13)
-    codes = token_codes(tokens, 20).reshape(1, len(tokens), 20)
-    got = tflite.hash_runner(exported / artifact(mode, ".tflite"))(codes)[0]
-    np.testing.assert_array_equal(got.view(np.uint32), embed_reference(tokens).view(np.uint32))
+    assert_hash_stage_exact(tflite, exported / artifact(mode, ".tflite"), seed=13)
 
 
 class Bitwise(torch.nn.Module):

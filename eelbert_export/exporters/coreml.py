@@ -21,7 +21,7 @@ import torch
 
 from eelbert_export import __version__
 from eelbert_export.errors import InputError, VerificationError
-from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, gzip_size
+from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, gzip_size, pad_to
 
 NAME = "coreml"
 SUFFIX = ".mlpackage"
@@ -333,8 +333,7 @@ def fitted(row: dict[str, np.ndarray], lengths: list[int] | None,
     fit = used if lengths is None else next((n for n in lengths if n >= used), None)
     if fit is None:
         raise InputError(f"{path.name}: takes at most {lengths[-1]} tokens, got {used}")
-    return {name: np.pad(value[:, :fit], [(0, 0), (0, max(0, fit - value.shape[1]))]
-                         + [(0, 0)] * (value.ndim - 2)) for name, value in row.items()}
+    return pad_to(row, fit)
 
 
 def allowed_lengths(spec) -> list[int] | None:

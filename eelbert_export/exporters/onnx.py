@@ -9,7 +9,6 @@ import ast
 import contextlib
 import io
 import logging
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from onnx import numpy_helper
 
 from eelbert_export.errors import VerificationError
-from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, gzip_size
+from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, file_size, move_file
 
 NAME = "onnx"
 SUFFIX = ".onnx"
@@ -191,10 +190,4 @@ def ops(path: Path) -> list[str]:
     return sorted({n.op_type for n in onnx.load(str(path)).graph.node})
 
 
-def size(path: Path) -> dict:
-    data = path.read_bytes()
-    return {"bytes": len(data), "gzip_bytes": gzip_size(data)}
-
-
-def move(staged: Path, target: Path) -> None:
-    shutil.move(staged, target)
+size, move = file_size, move_file

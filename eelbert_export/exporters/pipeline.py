@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -315,6 +316,21 @@ def make_sidecar(fmt, staged: Path, name: str, model_path: Path, ckpt: checkpoin
         "size": size,
         "verification": figures if figures is not None else "skipped (--no-verify)",
     }
+
+
+def pad_to(feeds: dict[str, np.ndarray], seq: int) -> dict[str, np.ndarray]:
+    """Inputs cut or zero-padded along the sequence axis to ``seq`` tokens (padding is masked)."""
+    return {name: np.pad(value[:, :seq], [(0, 0), (0, max(0, seq - value.shape[1]))]
+                         + [(0, 0)] * (value.ndim - 2)) for name, value in feeds.items()}
+
+
+def file_size(path: Path) -> dict:
+    data = path.read_bytes()
+    return {"bytes": len(data), "gzip_bytes": gzip_size(data)}
+
+
+def move_file(staged: Path, target: Path) -> None:
+    shutil.move(staged, target)
 
 
 def gzip_size(data: bytes) -> int:

@@ -10,7 +10,6 @@ import contextlib
 import io
 import logging
 import os
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from eelbert_export.errors import InputError, VerificationError
-from eelbert_export.exporters.pipeline import Deployable, gzip_size
+from eelbert_export.exporters.pipeline import Deployable, file_size, move_file, pad_to
 
 # torchao, which litert-torch imports, warns that its CUDA kernels do not load and about
 # torch internals; neither concerns a CPU export.
@@ -104,16 +103,10 @@ def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) ->
         if tool.need_calibration:
             seq = input_shapes(path)["attention_mask"][1]
             calibrated = tool.calibrate(
-                {"serving_default": [padded(feeds, seq) for feeds in calibration]})
+                {"serving_default": [pad_to(feeds, seq) for feeds in calibration]})
         result = tool.quantize(calibrated)
     path.write_bytes(bytes(result.quantized_model))
     return {"quantization": what}
-
-
-def padded(feeds: dict[str, np.ndarray], seq: int) -> dict[str, np.ndarray]:
-    """One row cut or zero-padded to the artifact's static sequence length."""
-    return {name: np.pad(value[:, :seq], [(0, 0), (0, max(0, seq - value.shape[1]))]
-                         + [(0, 0)] * (value.ndim - 2)) for name, value in feeds.items()}
 
 
 def interpreter(path: Path, keep_tensors: bool = False):
@@ -179,7 +172,7 @@ def runner(path: Path):
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         if feeds["attention_mask"].shape[1] > seq and feeds["attention_mask"][:, seq:].any():
             raise InputError(f"{path.name}: takes at most {seq} tokens")
-        rows = [next(iter(runner_(**padded({k: v[i:i + 1] for k, v in feeds.items()},
+        rows = [next(iter(runner_(**pad_to({k: v[i:i + 1] for k, v in feeds.items()},
                                              seq)).values()))
                 for i in range(len(feeds["attention_mask"]))]
         result = np.concatenate(rows)
@@ -213,20 +206,14 @@ def hash_runner(path: Path):
             part = codes[:, start:start + seq]
             feeds = {name: np.ones(shape, np.int32) if name == "attention_mask"
                      else np.zeros(shape, np.int32) for name, shape in shapes.items()}
-            feeds["token_codes"] = padded({"c": part}, seq)["c"]
+            feeds["token_codes"] = pad_to({"c": part}, seq)["c"]
             runner_(**feeds)
             chunks.append(it.get_tensor(outputs[0]["index"])[:, :part.shape[1]])
         return np.concatenate(chunks, axis=1)
     return run
 
 
-def size(path: Path) -> dict:
-    data = path.read_bytes()
-    return {"bytes": len(data), "gzip_bytes": gzip_size(data)}
-
-
-def move(staged: Path, target: Path) -> None:
-    shutil.move(staged, target)
+size, move = file_size, move_file
 
 
 def to_tflite(module: nn.Module, kwargs: dict[str, torch.Tensor], path: Path) -> None:
