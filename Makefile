@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo size-report clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,18 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/eelbert-export inspect
 	mkdir -p build/demo
-	$(BIN)/eelbert-export onnx -o build/demo --force
-	$(BIN)/eelbert-export onnx -o build/demo --quantize int8 --force
-	$(BIN)/eelbert-export coreml -o build/demo --quantize int8 --force
-	$(BIN)/eelbert-export tflite -o build/demo --quantize int8 --force
+	$(BIN)/eelbert-export all -o build/demo --force $(ALLOW_REFUSAL)
 	$(BIN)/eelbert-export predict build/demo/uno-eelbert-sentiment.int8.onnx \
 	  "A gorgeous, witty, seductive movie." "The plot is nothing but boilerplate."
+
+# Every format x mode of the default model, verified, audited against the budgets in
+# pyproject.toml, with a bert-tiny baseline exported the same way. Core ML's 4-bit modes miss
+# the cosine floor on the dev split (README): their refusal is expected, not a failure.
+ALLOW_REFUSAL := --allow-refusal coreml:int4 --allow-refusal coreml:palette4
+size-report: $(STAMP)
+	mkdir -p build/size
+	$(BIN)/eelbert-export all models/uno-eelbert-sentiment.pt -o build/size --force \
+	  $(ALLOW_REFUSAL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build
@@ -41,7 +47,19 @@ PRETRAIN := --steps 1500 --batch 64 --lr 1e-3 --seed 0 --corpus data/corpus
 FINETUNE := --batch 32 --lr 3e-4 --seed 0 --data data
 STEPS_sentiment := 1000
 STEPS_boolq := 600
-ROWS := bert-tiny eelbert-tiny uno-eelbert uno-eelbert-words uno-eelbert-int64
+# UNO-EELBERT variants, each changing one thing: the text front end, or the hash spec (a JSON
+# file whose fields override the portable spec's).
+VARIANTS := words int64 orders2 orders4 chars12
+VARIANT_words := --text-mode words
+VARIANT_int64 := --hash int64
+SPEC_orders2 := {"orders": 2}
+SPEC_orders4 := {"orders": 4}
+SPEC_chars12 := {"max_chars": 12}
+SPECS := $(RUNS)/specs/orders2.json $(RUNS)/specs/orders4.json $(RUNS)/specs/chars12.json
+VARIANT_orders2 := --hash $(RUNS)/specs/orders2.json
+VARIANT_orders4 := --hash $(RUNS)/specs/orders4.json
+VARIANT_chars12 := --hash $(RUNS)/specs/chars12.json
+ROWS := bert-tiny eelbert-tiny uno-eelbert $(addprefix uno-eelbert-,$(VARIANTS))
 TASKS := sentiment boolq
 SCRATCH := $(foreach r,$(ROWS),$(foreach t,$(TASKS),$(RUNS)/scratch/$(r).$(t).pt))
 PRETRAINED := $(foreach t,$(TASKS),$(RUNS)/pretrained/uno-eelbert.$(t).pt)
@@ -59,15 +77,16 @@ $(RUNS)/pretrained/uno-eelbert.%.pt: $(RUNS)/uno-eelbert.mlm.pt
 	mkdir -p $(@D)
 	$(EE) train finetune --init $< --task $* --out $@ --steps $(STEPS_$*) $(FINETUNE)
 
-$(RUNS)/scratch/uno-eelbert-words.%.pt: | $(STAMP)
+$(RUNS)/specs/%.json:
 	mkdir -p $(@D)
-	$(EE) train finetune --init uno-eelbert --text-mode words --task $* --out $@ \
-	  --steps $(STEPS_$*) $(FINETUNE)
+	echo '$(SPEC_$*)' > $@
 
-$(RUNS)/scratch/uno-eelbert-int64.%.pt: | $(STAMP)
+# The variant and the task from the stem, e.g. orders2.sentiment.
+$(RUNS)/scratch/uno-eelbert-%.pt: $(SPECS) | $(STAMP)
 	mkdir -p $(@D)
-	$(EE) train finetune --init uno-eelbert --hash int64 --task $* --out $@ \
-	  --steps $(STEPS_$*) $(FINETUNE)
+	$(EE) train finetune --init uno-eelbert $(VARIANT_$(basename $*)) \
+	  --task $(subst .,,$(suffix $*)) --out $@ \
+	  --steps $(STEPS_$(subst .,,$(suffix $*))) $(FINETUNE)
 
 $(RUNS)/scratch/%.sentiment.pt: | $(STAMP)
 	mkdir -p $(@D)

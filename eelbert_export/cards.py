@@ -16,6 +16,9 @@ ROWS = {  # run name under RUNS (scratch/ or pretrained/) -> title
     "scratch/uno-eelbert": "UNO-EELBERT",
     "scratch/uno-eelbert-words": "UNO-EELBERT, vocabulary-free (words)",
     "scratch/uno-eelbert-int64": "UNO-EELBERT, paper-faithful int64 hash",
+    "scratch/uno-eelbert-orders2": "UNO-EELBERT, n-grams up to 2 (of 3)",
+    "scratch/uno-eelbert-orders4": "UNO-EELBERT, n-grams up to 4 (of 3)",
+    "scratch/uno-eelbert-chars12": "UNO-EELBERT, max_chars 12 (of 20)",
     "pretrained/uno-eelbert": "UNO-EELBERT, MLM-pretrained first",
 }
 BASELINE = "scratch/bert-tiny"

@@ -11,16 +11,19 @@ import click
 import numpy as np
 import torch
 
-from eelbert_export import checkpoint
+from eelbert_export import audit as sizes
+from eelbert_export import checkpoint, report
 from eelbert_export import train as training
 from eelbert_export.cards import comparison_table, model_card
 from eelbert_export.collisions import format_stats, hash_stats
 from eelbert_export.data import prepare as data_prepare
 from eelbert_export.errors import EelbertError, InputError, TargetMissed, VerificationError
+from eelbert_export.exporters import FORMATS
 from eelbert_export.exporters import coreml as coreml_format
 from eelbert_export.exporters import onnx as onnx_format
 from eelbert_export.exporters import tflite as tflite_format
 from eelbert_export.exporters.pipeline import OUTPUTS, export
+from eelbert_export.files import atomic_path
 from eelbert_export.hashing import PAPER_SPEC, HashSpec
 from eelbert_export.model import default_hash_spec, named_configs
 from eelbert_export.predict import load_predictor, read_texts
@@ -155,7 +158,8 @@ def command_line() -> str:
 @train.command()
 @click.option("--config", "config_name", required=True, help="A named config.")
 @click.option("--hash", "hash_name", default="portable", show_default=True,
-              type=click.Choice(list(NAMED_SPECS)), help="Hash variant (hash models only).")
+              help="portable, int64 (paper-faithful), or a hash spec JSON file (its fields "
+                   "override the portable spec's; hash models only).")
 @click.option("--corpus", type=click.Path(path_type=Path), default=Path("data/corpus"),
               show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
@@ -167,7 +171,7 @@ def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume,
              lr, seed) -> None:
     """Masked-language-model pretraining (torchrun --nproc-per-node N for data-parallel)."""
     config = named_config(config_name)
-    spec = default_hash_spec(config, NAMED_SPECS[hash_name])
+    spec = default_hash_spec(config, read_spec(hash_name))
     recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed, seq=seq,
                     checkpoint_every=checkpoint_every)
     report = training.pretrain(config, spec, corpus, out, recipe, resume, command_line())
@@ -186,7 +190,8 @@ def named_config(name: str):
 @click.option("--init", "init", required=True,
               help="A pretrained checkpoint, or a named config to start from scratch.")
 @click.option("--hash", "hash_name", default="portable", show_default=True,
-              type=click.Choice(list(NAMED_SPECS)), help="Hash variant when --init is a config.")
+              help="portable, int64 (paper-faithful), or a hash spec JSON file (its fields "
+                   "override the portable spec's; when --init is a config).")
 @click.option("--task", required=True, help="sentiment, boolq, sms-spam or csv:PATH.")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("data"),
@@ -217,7 +222,7 @@ def init_checkpoint(init: str, hash_name: str) -> checkpoint.Checkpoint:
     if init in named_configs():
         config = named_config(init)
         torch.manual_seed(0)
-        spec = default_hash_spec(config, NAMED_SPECS[hash_name])
+        spec = default_hash_spec(config, read_spec(hash_name))
         model = checkpoint.new_model("mlm", config, spec)
         return checkpoint.Checkpoint(model, TextSpec())
     return checkpoint.load(init)
@@ -291,8 +296,10 @@ def report_export(sidecar: dict, out_dir: Path) -> None:
     if isinstance(check, dict):
         line += (f"; verified in {sidecar['conversion']['runtime']} on {check['texts']}: "
                  f"max |diff| {check['max_abs_diff']:.2e}, cosine {check['cosine']:.6f}, "
-                 f"labels agree {100 * check['label_agreement']:.2f}%, hash stage "
-                 f"{'bit-exact' if check['hash_stage']['bit_exact'] else 'NOT bit-exact'}")
+                 f"labels agree {100 * check['label_agreement']:.2f}%")
+        if "hash_stage" in check:
+            line += ", hash stage " + ("bit-exact" if check["hash_stage"]["bit_exact"]
+                                       else "NOT bit-exact")
     else:
         line += "; not verified (--no-verify)"
     click.echo(line)
@@ -340,6 +347,77 @@ def tflite_command(model, out_dir, quantize, output, force, no_verify, data_dir,
     sidecar = export(tflite_format, model, out_dir, quantize, output, force, not no_verify,
                      data_dir, {"seq_len": seq_len}, max_chars)
     report_export(sidecar, out_dir)
+
+
+def write_reports(reports: list[dict], json_path: Path | None, markdown_path: Path | None,
+                  plot_path: Path | None) -> None:
+    for path, write in ((json_path, lambda p: p.write_text(json.dumps(reports, indent=2) + "\n")),
+                        (markdown_path, lambda p: p.write_text(sizes.markdown(reports))),
+                        (plot_path, lambda p: sizes.plot(reports, p))):
+        if path is not None:
+            with atomic_path(path) as tmp:
+                write(tmp)
+
+
+def check_budgets(reports: list[dict]) -> None:
+    over = sizes.over_budget(reports)
+    for line in over[:-1]:
+        click.echo(f"eelbert-export: error: {line}", err=True)
+    if over:
+        raise TargetMissed(over[-1])
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--budget", help="Limit for every artifact, e.g. 1.2MB, 400kB or bytes "
+                               "[default: pyproject.toml's [tool.eelbert-export.budgets]].")
+@click.option("--baseline", "baselines", multiple=True, type=click.Path(path_type=Path),
+              help="Baseline artifacts (or a folder): ratios to the one of the same format "
+                   "and mode.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path),
+              help="Write the markdown table here.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help="Write a bar chart (PNG) here.")
+def audit(artifacts, budget, baselines, json_path, markdown_path, plot_path) -> None:
+    """Where the bytes of .pt, .onnx, .mlpackage and .tflite ARTIFACTS (or folders of them)
+    go, by part of the model; exits 1 if one is over its budget."""
+    limit = None if budget is None else sizes.parse_size(budget)
+    reports = sizes.run(list(artifacts), limit, list(baselines) or None)
+    write_reports(reports, json_path, markdown_path, plot_path)
+    click.echo(sizes.markdown(reports), nl=False)
+    check_budgets(reports)
+
+
+@main.command("all")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("-o", "--out-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("data"),
+              show_default=True, help="Prepared data: verification uses the model's dev split.")
+@click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
+@click.option("--allow-refusal", "allowed", multiple=True, metavar="FORMAT:MODE",
+              help="A mode expected to miss its tolerance (reported, not a failure).")
+@click.option("--format", "formats", multiple=True,
+              type=click.Choice([fmt.NAME for fmt in FORMATS.values()]),
+              help="Only these formats [default: all].")
+def all_command(model, out_dir, data_dir, force, allowed, formats) -> None:
+    """Every format x quantization mode of MODEL [default: the default model], each verified,
+    and a bert-tiny baseline, then the audit: OUT_DIR/size.md, size.json, size.png. Exits
+    non-zero if an export, a verification or a budget failed."""
+    known = {f"{fmt.NAME}:{mode}" for fmt, mode in report.jobs()}
+    unknown = sorted(set(allowed) - known)
+    if unknown:
+        raise InputError(f"--allow-refusal {unknown[0]}: not a format:mode (one of "
+                         f"{', '.join(sorted(known))})")
+    if not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} does not exist")
+    results = report.export_all(Path(model or default_model()), out_dir, data_dir, force,
+                                set(allowed), list(formats))
+    click.echo(report.write(results, out_dir), nl=False)
+    if results["failed"]:
+        raise VerificationError(f"{len(results['failed'])} of {2 * len(report.jobs(formats))} "
+                                "exports failed (listed above)")
+    check_budgets(results["reports"])
 
 
 @main.command()

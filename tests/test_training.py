@@ -119,6 +119,24 @@ def test_finetune_vocabulary_free_and_from_scratch(tmp_path):
     assert ckpt.text_encoder().encode(["unbelievably good"]).tokens[0][1] == "unbelievably"
 
 
+def test_finetune_with_a_hash_spec_file(tmp_path):
+    """An ablation's spec file overrides the portable spec's fields, sized to the config."""
+    (tmp_path / "orders2.json").write_text('{"orders": 2, "max_chars": 12}')
+    task = f"csv:{FIXTURES / 'sentiment.csv'}"
+    args = ["train", "finetune", "--init", "uno-eelbert", "--task", task, "--steps", "5",
+            "--batch", "16"]
+    result = CliRunner().invoke(main, args + ["--hash", str(tmp_path / "orders2.json"),
+                                              "--out", str(tmp_path / "m.pt")])
+    assert result.exit_code == 0, result.output
+    spec = checkpoint.load(tmp_path / "m.pt").hash_spec
+    assert (spec.orders, spec.max_chars, spec.dim) == (2, 12, 128)
+    (tmp_path / "bad.json").write_text('{"orders": 0}')
+    for bad in ("bad.json", "missing.json"):
+        result = CliRunner().invoke(main, args + ["--hash", str(tmp_path / bad),
+                                                  "--out", str(tmp_path / "x.pt")])
+        assert result.exit_code == 2 and not (tmp_path / "x.pt").exists()
+
+
 def test_paper_faithful_hash_trains(corpus, tmp_path):
     config, _ = uno()
     spec = HashSpec(variant="int64", moduli=(2**31 - 1,), bases=(1_000_003,), buckets=2**31 - 1)

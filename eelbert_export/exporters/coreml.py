@@ -21,7 +21,7 @@ import torch
 
 from eelbert_export import __version__
 from eelbert_export.errors import InputError, VerificationError
-from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, gzip_size, pad_to
+from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, Tensor, gzip_size, pad_to
 
 NAME = "coreml"
 SUFFIX = ".mlpackage"
@@ -53,7 +53,7 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, 
     target = options.get("deployment_target", DEFAULT_TARGET)
     seq_lens = tuple(sorted(set(options.get("seq_lens") or DEFAULT_SEQ_LENS)))
     flexible = options.get("flexible", False)
-    max_length, max_chars = deployable.max_length, example["token_codes"].shape[2]
+    max_length, max_chars = deployable.max_length, example[deployable.input_names[0]].shape[-1]
     if not flexible and seq_lens[-1] < max_length:
         raise InputError(f"--seq-len: the longest length must be at least the model's "
                          f"{max_length} tokens (got {seq_lens[-1]})")
@@ -63,7 +63,7 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, 
     if quantization == "int4" and TARGETS.index(target) < TARGETS.index("iOS18"):
         raise InputError(f"--quantize int4 needs --deployment-target iOS18 (got {target})")
     program = exported_program(deployable, example)
-    hash_output = hash_output_name(program)
+    hash_output = hash_output_name(program) if deployable.hashed else None
     inputs = [mil.ct.TensorType(name=name, dtype=np.int32,
                                 shape=input_shape(name, flexible, seq_lens, max_length,
                                                   max_chars))
@@ -74,12 +74,14 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, 
     passes = mil.ct.PassPipeline.DEFAULT
     passes.remove_passes(["common::add_int16_cast"])
     with quiet():
-        model = mil.ct.convert(program, inputs=inputs,
-                               outputs=[mil.ct.TensorType(name=deployable.output_name)],
-                               convert_to="mlprogram", compute_precision=precision,
-                               minimum_deployment_target=getattr(mil.ct.target, target),
-                               pass_pipeline=passes)
-    describe(model, deployable, converted_name(model._mil_program, hash_output))
+        converted = mil.ct.convert(program, inputs=inputs,
+                                   outputs=[mil.ct.TensorType(name=deployable.output_name)],
+                                   convert_to="mlprogram", compute_precision=precision,
+                                   minimum_deployment_target=getattr(mil.ct.target, target),
+                                   pass_pipeline=passes)
+    model, names = short_names(converted)  # shares the converted model's weights folder
+    describe(model, deployable, hash_output and
+             names[converted_name(converted._mil_program, hash_output)])
     save(model, path)
     shapes = (f"flexible: batch 1-64, seq 1-{max_length}" if flexible else
               f"enumerated: batch 1, seq {', '.join(map(str, seq_lens))}")
@@ -96,7 +98,7 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, 
 def exported_program(deployable: Deployable, example: dict[str, np.ndarray]):
     batch = torch.export.Dim("batch")
     seq = torch.export.Dim("seq", max=deployable.max_length)
-    dynamic = {name: {0: batch, 1: seq} for name in deployable.input_names}
+    dynamic = tuple({0: batch, 1: seq} for _ in deployable.input_names)
     args = tuple(torch.from_numpy(v) for v in example.values())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (UserWarning, FutureWarning))
@@ -126,6 +128,34 @@ def converted_name(program, name: str) -> str:
     return found[0]
 
 
+def short_names(model):
+    """Rename every var but the inputs, outputs and parameters to a short one: the converter's
+    names (``p_model_..._cast_fp16``) are a fifth of the program's protobuf, stored in every
+    package. Parameters keep theirs: compression selects them by name, and Netron shows them.
+    Returns the renamed model and the old -> new name map."""
+    from eelbert_export.exporters import mil
+
+    spec = model.get_spec()
+    function = spec.mlProgram.functions["main"]
+    block = function.block_specializations[function.opset]
+    names = {n: n for n in [i.name for i in function.inputs] + list(block.outputs)}
+
+    def rename(name: str) -> str:
+        return names.setdefault(name, f"v{len(names)}")
+    for op in block.operations:
+        parameter = op.type == "const" and op.outputs[0].name.startswith("p_")
+        for var in op.outputs:
+            var.name = names.setdefault(var.name, var.name) if parameter else rename(var.name)
+        for argument in op.inputs.values():
+            for binding in argument.arguments:
+                if binding.HasField("name"):
+                    binding.name = rename(binding.name)
+        if "name" in op.attributes:
+            op.attributes["name"].immediateValue.tensor.strings.values[0] = op.outputs[0].name
+    return mil.ct.models.MLModel(spec, weights_dir=model.weights_dir,
+                                 skip_model_load=True), names
+
+
 def input_shape(name: str, flexible: bool, seq_lens: tuple[int, ...], max_length: int,
                 max_chars: int):
     from eelbert_export.exporters import mil
@@ -139,7 +169,7 @@ def input_shape(name: str, flexible: bool, seq_lens: tuple[int, ...], max_length
                                default=(1, seq_lens[-1]) + tail)
 
 
-def outside_hash_stage(hash_output: str):
+def outside_hash_stage(hash_output: str | None):
     """The fp16 pass's op selector: ops of the hash stage stay int32/float32 (fp16 holds
     integers exactly only up to 2,048 and overflows at 65,504; hash values reach 46,336)."""
     from eelbert_export.exporters import mil
@@ -151,20 +181,26 @@ def outside_hash_stage(hash_output: str):
         if id(function) not in stages:
             stages[id(function)] = mil.upstream(function, [hash_output])
         return op.name not in stages[id(function)]
+    if hash_output is None:
+        return lambda op: True
     return select
 
 
-def describe(model, deployable: Deployable, hash_output: str) -> None:
-    """The metadata Xcode shows, and the hash output's name for the checks."""
+def describe(model, deployable: Deployable, hash_output: str | None) -> None:
+    """The metadata Xcode shows, and the hash output's name for the checks (empty for a table
+    model)."""
     labels = ", ".join(deployable.labels)
-    model.short_description = (f"EELBERT {deployable.title}: text classifier ({labels}) with a "
-                               "hash embedding computed from each token's characters")
+    model.short_description = (
+        f"EELBERT {deployable.title}: text classifier ({labels}) with a hash embedding computed "
+        "from each token's characters" if deployable.hashed else
+        f"{deployable.title}: text classifier ({labels}) with an embedding table")
     model.author = "eelbert-export"
     model.license = "Apache-2.0"
     model.version = __version__
-    model.input_description["token_codes"] = (
+    model.input_description[deployable.input_names[0]] = (
         "int32 [batch, seq, max_chars]: each token's Unicode code points, zero-padded; "
-        "see the sidecar JSON for the text rules")
+        "see the sidecar JSON for the text rules" if deployable.hashed else
+        "int32 [batch, seq]: each token's id in the WordPiece vocabulary")
     model.input_description["attention_mask"] = "int32 [batch, seq]: 1 for tokens, 0 for padding"
     if deployable.pairs:
         model.input_description["token_type_ids"] = "int32 [batch, seq]: 0 text, 1 text_b"
@@ -172,7 +208,7 @@ def describe(model, deployable: Deployable, hash_output: str) -> None:
         f"float32 logits [batch, {len(deployable.labels)}] over the classes {labels}"
         if deployable.output == "logits" else "float32 [batch, seq, hidden] encoder output")
     model.user_defined_metadata.update({"classes": ",".join(deployable.labels),
-                                        HASH_OUTPUT_KEY: hash_output})
+                                        HASH_OUTPUT_KEY: hash_output or ""})
 
 
 def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) -> dict:
@@ -260,8 +296,8 @@ def check(path: Path) -> None:
 
     program, hash_output = load(path)
     function = program.functions["main"]
-    stage = mil.upstream(function, [hash_output])
-    if not stage:
+    stage = mil.upstream(function, [hash_output]) if hash_output else set()
+    if hash_output and not stage:
         raise VerificationError(f"{path.name}: the hash output {hash_output} is not in the "
                                 "program")
     for op in function.operations:
@@ -354,6 +390,28 @@ def hash_runner(path: Path):
     program, hash_output = load(path)
     evaluator = mil.Evaluator(program)
     return lambda codes: evaluator.run({"token_codes": codes}, [hash_output])[0]
+
+
+def tensors(path: Path) -> list[Tensor]:
+    """The program's constants (weights in weight.bin, small ones inline in the protobuf), at
+    their stored width (int4 and the palettes' uint4/uint6 indices pack below a byte); those
+    of the hash stage are named ``hash/...``."""
+    from eelbert_export.exporters import mil
+
+    program, hash_output = load(path)
+    function = program.functions["main"]
+    stage = mil.upstream(function, [hash_output]) if hash_output else set()
+    found = []
+    for op in function.operations:
+        value = op.outputs[0].val if op.op_type == "const" else None
+        if value is None or isinstance(value, str) or np.asarray(value).dtype.kind not in "biuf":
+            continue
+        dtype, count = mil.dtype_name(op.outputs[0]), int(np.size(value))
+        bits = re.fullmatch(r"u?int(\d+)", dtype)
+        width = int(bits.group(1)) if bits else np.asarray(value).dtype.itemsize * 8
+        found.append(Tensor(f"hash/{op.name}" if op.name in stage else op.name, dtype, count,
+                            (count * width + 7) // 8))
+    return found
 
 
 def size(path: Path) -> dict:

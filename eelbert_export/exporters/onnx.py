@@ -20,7 +20,7 @@ import torch
 from onnx import numpy_helper
 
 from eelbert_export.errors import VerificationError
-from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, file_size, move_file
+from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, Tensor, file_size, move_file
 
 NAME = "onnx"
 SUFFIX = ".onnx"
@@ -39,7 +39,7 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
     """Export in float32; ``quantize`` stores the weights in fewer bits afterwards."""
     opset = options.get("opset", 18)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
-    dynamic = {name: {0: batch, 1: seq} for name in deployable.input_names}
+    dynamic = tuple({0: batch, 1: seq} for _ in deployable.input_names)
     args = tuple(torch.from_numpy(v) for v in example.values())
     # The exporter narrates its passes and warns about torchvision and tracing internals that
     # say nothing about this model; the verification below is what speaks to the artifact.
@@ -52,15 +52,33 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
                                     dynamic_shapes=dynamic, verbose=False)
     program.save(str(path))
     model = onnx.load(str(path))
+    name_constants(model)
     for node in model.graph.node:
         if any(s.endswith(HASH_SCOPE) for s in scopes(node)):
             node.name += HASH_MARK
         del node.metadata_props[:]  # stack traces and FX dumps: a fifth of the file
         node.doc_string = ""
+    del model.graph.value_info[:]  # intermediate shapes, which onnxruntime infers: 15 kB
     onnx.save(model, str(path))
     return {"converter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
             "opset": opset, "dynamic_axes": ["batch", "seq"], "runtime":
             f"onnxruntime {ort.__version__}"}
+
+
+def name_constants(model: onnx.ModelProto) -> None:
+    """Prefix each initializer the exporter named ``val_N`` (folded transposes, hash multiplier
+    slices, shapes) with the module that uses it, as parameters already are: the audit and
+    Netron then say whose bytes they are."""
+    scope = {}
+    for node in model.graph.node:
+        for name in node.input:
+            scope.setdefault(name, max(scopes(node), key=len, default=""))
+    renamed = {init.name: f"{scope[init.name]}/{init.name}" for init in model.graph.initializer
+               if scope.get(init.name) and not init.name.startswith(f"{scope[init.name]}.")}
+    for init in model.graph.initializer:
+        init.name = renamed.get(init.name, init.name)
+    for node in model.graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
 
 
 def scopes(node: onnx.NodeProto) -> list[str]:
@@ -188,6 +206,19 @@ def hash_runner(path: Path):
 
 def ops(path: Path) -> list[str]:
     return sorted({n.op_type for n in onnx.load(str(path)).graph.node})
+
+
+def tensors(path: Path) -> list[Tensor]:
+    """The stored tensors: initializers and Constant nodes' values."""
+    model = onnx.load(str(path))
+    stored = [numpy_helper.to_array(init) for init in model.graph.initializer]
+    names = [init.name for init in model.graph.initializer]
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.type == onnx.AttributeProto.TENSOR:
+                stored.append(numpy_helper.to_array(attr.t))
+                names.append(node.output[0])
+    return [Tensor(name, a.dtype.name, a.size, a.nbytes) for name, a in zip(names, stored)]
 
 
 size, move = file_size, move_file

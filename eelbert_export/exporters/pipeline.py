@@ -2,7 +2,7 @@
 -> (quantize) -> verify in the format's own runtime -> artifact plus JSON sidecar, written
 atomically. A format module supplies ``NAME``, ``SUFFIX``, ``FOLDER`` (the artifact is a
 folder), ``QUANTIZATIONS``, ``convert``, ``quantize``, ``check``, ``ops``, ``runner``,
-``hash_runner``, ``size`` and ``move``; everything else lives here once.
+``hash_runner``, ``tensors``, ``size`` and ``move``; everything else lives here once.
 """
 
 from __future__ import annotations
@@ -51,10 +51,22 @@ OUTPUTS = ("logits", "hidden")
 HASH_SCOPE = "encoder.embeddings.word"  # the hash embedding's module path in every model
 
 
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    """One stored tensor of an artifact, as the audit counts it: its bytes as stored."""
+
+    name: str
+    dtype: str
+    count: int
+    nbytes: int
+
+
 class Deployable(nn.Module):
     """The canonical I/O contract of every artifact: int32 ``token_codes`` [batch, seq,
     max_chars], ``attention_mask`` [batch, seq] (and ``token_type_ids`` for pair models) ->
-    float32 ``logits`` [batch, num_labels] or ``last_hidden_state`` [batch, seq, hidden]."""
+    float32 ``logits`` [batch, num_labels] or ``last_hidden_state`` [batch, seq, hidden]. A
+    table model (the bert-tiny baseline) takes int32 ``input_ids`` [batch, seq] instead of
+    codes."""
 
     def __init__(self, model: Classifier, output: str = "logits", pairs: bool = False,
                  labels: list[str] | None = None, title: str = "", max_length: int = 128):
@@ -62,15 +74,20 @@ class Deployable(nn.Module):
         self.model, self.output, self.pairs = model, output, pairs
         self.labels, self.title, self.max_length = labels or [], title, max_length
 
-    def forward(self, token_codes: torch.Tensor, attention_mask: torch.Tensor,
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         if self.output == "hidden":
-            return self.model.encoder(token_codes, attention_mask, token_type_ids)
-        return self.model(token_codes, attention_mask, token_type_ids)
+            return self.model.encoder(tokens, attention_mask, token_type_ids)
+        return self.model(tokens, attention_mask, token_type_ids)
+
+    @property
+    def hashed(self) -> bool:
+        return self.model.encoder.config.embedding == "hash"
 
     @property
     def input_names(self) -> list[str]:
-        return ["token_codes", "attention_mask"] + (["token_type_ids"] if self.pairs else [])
+        return ["token_codes" if self.hashed else "input_ids", "attention_mask"] + \
+            (["token_type_ids"] if self.pairs else [])
 
     @property
     def output_name(self) -> str:
@@ -176,16 +193,18 @@ def verify(fmt, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable,
     figures = compare(np.concatenate(reference), np.concatenate(artifact), exact, data.labels,
                       min_cosine)
     figures["texts"] = source
-    figures["hash_stage"] = verify_hash(fmt, path, ckpt)
-    figures["passed"] = figures["passed"] and figures["hash_stage"]["bit_exact"]
+    if deployable.hashed:
+        figures["hash_stage"] = verify_hash(fmt, path, ckpt)
+        figures["passed"] = figures["passed"] and figures["hash_stage"]["bit_exact"]
     return figures
 
 
 def describe_failure(figures: dict) -> str:
     parts = [f"max |diff| {figures['max_abs_diff']:.2e}", f"cosine {figures['cosine']:.5f}",
              f"label agreement {100 * figures['label_agreement']:.2f}%"]
-    if not figures["hash_stage"]["bit_exact"]:
-        parts.append(f"hash stage not bit-exact ({figures['hash_stage']['mismatched_values']} "
+    stage = figures.get("hash_stage")  # table models have none
+    if stage and not stage["bit_exact"]:
+        parts.append(f"hash stage not bit-exact ({stage['mismatched_values']} "
                      "values differ)")
     return f"verification failed ({figures['tolerance']}): " + ", ".join(parts)
 
@@ -206,10 +225,11 @@ def export(fmt, model_path: Path | None, out_dir: Path, quantization: str = "non
     ckpt = checkpoint.load(model_path)
     if ckpt.kind != "classifier":
         raise InputError(f"{model_path}: only fine-tuned classifiers are exported")
-    if ckpt.hash_spec is None or ckpt.hash_spec.variant != "portable":
-        what = "an embedding table" if ckpt.hash_spec is None else "the int64 hash"
-        raise SpecError(f"{model_path}: has {what}; only models with the portable hash export "
+    if ckpt.hash_spec is not None and ckpt.hash_spec.variant != "portable":
+        raise SpecError(f"{model_path}: has the int64 hash; only the portable hash exports "
                         "(bit-exact integer ops in every runtime)")
+    if max_chars is not None and ckpt.hash_spec is None:
+        raise InputError(f"{model_path}: has an embedding table: --max-chars does not apply")
     if max_chars is not None and max_chars != ckpt.hash_spec.max_chars:
         resize_hash(ckpt, max_chars)
     trim_positions(ckpt)
@@ -254,7 +274,7 @@ def tracing_example(ckpt: checkpoint.Checkpoint, deployable: Deployable) -> dict
     pairs = SAMPLE_TEXTS[4:8] if deployable.pairs else None
     batch = encoder.encode(SAMPLE_TEXTS[:4], pairs)
     seq = batch.attention_mask.shape[1]
-    if seq in (1, 4, ckpt.hash_spec.max_chars):
+    if seq in (1, 4, ckpt.hash_spec.max_chars if ckpt.hash_spec else 1):
         batch = encoder.encode(SAMPLE_TEXTS[:4], pairs, pad_to=seq + 1)
     return feeds(batch, deployable.input_names)
 
@@ -283,7 +303,8 @@ def make_sidecar(fmt, staged: Path, name: str, model_path: Path, ckpt: checkpoin
                  figures: dict | None) -> dict:
     spec, text = ckpt.hash_spec, ckpt.text_spec
     seq = "seq"
-    inputs = [{"name": "token_codes", "dtype": "int32", "shape": ["batch", seq, spec.max_chars]},
+    tokens = ["batch", seq, spec.max_chars] if spec else ["batch", seq]
+    inputs = [{"name": deployable.input_names[0], "dtype": "int32", "shape": tokens},
               {"name": "attention_mask", "dtype": "int32", "shape": ["batch", seq]}]
     if deployable.pairs:
         inputs.append({"name": "token_type_ids", "dtype": "int32", "shape": ["batch", seq]})
@@ -299,7 +320,7 @@ def make_sidecar(fmt, staged: Path, name: str, model_path: Path, ckpt: checkpoin
                   "labels": ckpt.labels},
         "inputs": inputs,
         "outputs": [{"name": deployable.output_name, "dtype": "float32", "shape": shape}],
-        "max_chars": spec.max_chars,
+        "max_chars": spec.max_chars if spec else None,
         "text": text.to_dict() | {
             "rules": "BERT normalization: remove control characters and NUL, "
                      + ("lower-case, " if text.lowercase else "")
@@ -309,8 +330,9 @@ def make_sidecar(fmt, staged: Path, name: str, model_path: Path, ckpt: checkpoin
                      + ("then WordPiece with models/vocab.txt (continuations keep '##')"
                         if text.mode == "wordpiece" else "whole words, no vocabulary")
                      + f"; [CLS] text [SEP] (text_b [SEP]), at most {text.max_length} tokens; "
-                     "each token's Unicode code points, truncated to max_chars, zero-padded"},
-        "hash_spec": spec.to_dict(),
+                     + ("each token's Unicode code points, truncated to max_chars, zero-padded"
+                        if spec else "each token's id in models/vocab.txt")},
+        "hash_spec": spec.to_dict() if spec else None,
         "quantization": quantization,
         "conversion": info,
         "size": size,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from eelbert_export.errors import InputError, VerificationError
-from eelbert_export.exporters.pipeline import Deployable, file_size, move_file, pad_to
+from eelbert_export.exporters.pipeline import Deployable, Tensor, file_size, move_file, pad_to
 
 # torchao, which litert-torch imports, warns that its CUDA kernels do not load and about
 # torch internals; neither concerns a CPU export.
@@ -53,6 +53,13 @@ class Named(nn.Module):
                 self.deployable(token_codes, attention_mask, token_type_ids)}
 
 
+class NamedTable(Named):
+    """The same for a table model (the bert-tiny baseline), which takes ``input_ids``."""
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return super().forward(input_ids, attention_mask, token_type_ids)
+
+
 def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, options: dict,
             quantization: str) -> dict:
     import litert_torch
@@ -62,7 +69,8 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, 
         raise InputError(f"--seq-len {seq} is past the model's {deployable.max_length} tokens")
     shapes = {name: (1, seq) + tuple(value.shape[2:]) for name, value in example.items()}
     kwargs = {name: torch.zeros(shape, dtype=torch.int32) for name, shape in shapes.items()}
-    to_tflite(Named(deployable).eval(), kwargs, path)
+    named = Named if deployable.hashed else NamedTable
+    to_tflite(named(deployable).eval(), kwargs, path)
     return {"converter": f"litert-torch {litert_torch.__version__}, torch {torch.__version__}",
             "shapes": f"static: batch 1, seq {seq} (pad shorter texts; the app does the same)",
             "runtime": f"LiteRT interpreter (ai-edge-litert {litert_version()})"}
@@ -213,6 +221,27 @@ def hash_runner(path: Path):
     return run
 
 
+def tensors(path: Path) -> list[Tensor]:
+    """The flatbuffer's non-empty buffers, each named by the first tensor that uses it."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    dtypes = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    found, seen = [], set()
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            data = model.buffers[tensor.buffer].data
+            if tensor.buffer in seen or data is None or len(data) == 0:
+                continue
+            seen.add(tensor.buffer)
+            name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+            count = int(np.prod(tensor.shape)) if tensor.shape is not None else 0
+            found.append(Tensor(name, dtypes.get(tensor.type, str(tensor.type)), count,
+                                len(data)))
+    return found
+
+
 size, move = file_size, move_file
 
 
@@ -233,17 +262,29 @@ def to_tflite(module: nn.Module, kwargs: dict[str, torch.Tensor], path: Path) ->
 
 
 def shorten_names(path: Path) -> None:
-    """Keep the last module of each tensor's name: litert-torch names tensors by their whole
-    module path, 70 kB of an int8 file. The hash module's name stays, for ``hash_runner``;
-    names stay unique, for ai-edge-quantizer."""
+    """Keep the last two modules of each tensor's name, without their Python packages:
+    litert-torch names tensors by their whole module path, 70 kB of an int8 file. Two tell the
+    attention's output projection from the feed-forward's; constants the converter named
+    ``arith.constant`` (LayerNorm weights, a folded embedding table) take their first user's
+    name in front, for the audit. The hash module's name stays, for ``hash_runner``; names
+    stay unique, for ai-edge-quantizer."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
     for subgraph in model.subgraphs:
+        names = [t.name.decode() if isinstance(t.name, bytes) else t.name
+                 for t in subgraph.tensors]
+        user = {}
+        for op in subgraph.operators:
+            for index in op.inputs:
+                user.setdefault(int(index), names[op.outputs[0]])
         seen = set()
         for index, tensor in enumerate(subgraph.tensors):
-            name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
-            short = ";".join(part.rsplit("/", 1)[-1] for part in name.split(";"))
+            name = names[index]
+            if name.startswith("arith.constant") and index in user:
+                name = f"{user[index]}/{name}"
+            short = ";".join("/".join(module.rsplit(".", 1)[-1] for module in
+                                      part.split("/")[-2:]) for part in name.split(";"))
             short = f"{short}#{index}" if short in seen else short
             seen.add(short)
             tensor.name = short
