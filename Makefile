@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo size-report clean
+.PHONY: install test lint demo size-report bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ size-report: $(STAMP)
 	mkdir -p build/size
 	$(BIN)/eelbert-export all models/uno-eelbert-sentiment.pt -o build/size --force \
 	  $(ALLOW_REFUSAL)
+
+# benchmarks/README.md's tables: export cost (all), latency and memory (bench), and the cost of
+# the in-graph hash against a table (hash-cost), into build/bench. About 20 minutes on 2 cores.
+BENCH := build/bench
+bench: $(STAMP)
+	mkdir -p $(BENCH)
+	$(BIN)/eelbert-export all -o $(BENCH) --force $(ALLOW_REFUSAL)
+	$(BIN)/eelbert-export bench models/uno-eelbert-sentiment.pt \
+	  $(addprefix $(BENCH)/uno-eelbert-sentiment.,onnx int8.onnx tflite int8.tflite) \
+	  --json $(BENCH)/latency.json | tee $(BENCH)/latency.md
+	$(BIN)/eelbert-export hash-cost -o $(BENCH) --json $(BENCH)/hash-cost.json \
+	  | tee $(BENCH)/hash-cost.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build

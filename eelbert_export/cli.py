@@ -4,14 +4,17 @@ here and nowhere else."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from eelbert_export import audit as sizes
+from eelbert_export import bench as timing
 from eelbert_export import checkpoint, report
 from eelbert_export import train as training
 from eelbert_export.cards import comparison_table, model_card
@@ -418,6 +421,58 @@ def all_command(model, out_dir, data_dir, force, allowed, formats) -> None:
         raise VerificationError(f"{len(results['failed'])} of {2 * len(report.jobs(formats))} "
                                 "exports failed (listed above)")
     check_budgets(results["reports"])
+
+
+def int_list(ctx, param, value: str) -> list[int]:
+    """``1,32`` -> [1, 32]; ``all`` (threads) is every core."""
+    try:
+        values = [os.cpu_count() or 1 if v == "all" else int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated whole numbers") from None
+    if any(v < 1 for v in values):
+        raise click.BadParameter(f"{value!r}: every value must be at least 1")
+    return values
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--batch", "batches", default="1,32", show_default=True, callback=int_list)
+@click.option("--seq", "seqs", default="16,64,128", show_default=True, callback=int_list)
+@click.option("--threads", default="1,all", show_default=True, callback=int_list)
+@click.option("--runs", default=30, show_default=True, type=click.IntRange(1),
+              help="Timed runs per setting, after 5 warm-up runs.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
+def bench(artifacts, batches, seqs, threads, runs, json_path) -> None:
+    """Latency (p50/p90), sentences per second and peak memory of .pt, .onnx and .tflite
+    ARTIFACTS [default: the default model] in their runtimes. Core ML: macOS only."""
+    paths = list(artifacts) or [default_model()]
+    for path in paths:  # refuse what cannot be timed before any timing
+        timing.check(path)
+    bar = tqdm(total=len(paths) * len(threads) * len(batches) * len(seqs), desc="bench",
+               unit="setting", file=sys.stderr, dynamic_ncols=True)
+    rows = timing.bench(paths, batches, seqs, threads, runs, lambda row: bar.update())
+    bar.close()
+    write_reports(rows, json_path, None, None)
+    click.echo(timing.markdown(rows), nl=False)
+
+
+@main.command("hash-cost")
+@click.option("-o", "--out-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--runs", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
+def hash_cost(out_dir, runs, json_path) -> None:
+    """The in-graph hash against a table lookup: each shipped hash model and a same-shape table
+    model, exported with --output hidden, timed interleaved at batch 1, seq 128, one thread in
+    onnxruntime and LiteRT. Exits 1 if a ratio misses the 1.3x target."""
+    if not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} does not exist")
+    rows = timing.hash_cost(out_dir, runs, lambda line: click.echo(line, err=True))
+    write_reports(rows, json_path, None, None)
+    click.echo(timing.hash_cost_markdown(rows, timing.HASH_COST_TARGET), nl=False)
+    missed = [r for r in rows if r["ratio"] > timing.HASH_COST_TARGET]
+    if missed:
+        raise TargetMissed(f"the hash costs up to {max(r['ratio'] for r in missed):.2f}x a table "
+                           f"lookup (target {timing.HASH_COST_TARGET}x)")
 
 
 @main.command()

@@ -29,6 +29,7 @@ class Predictor:
     encoder: TextEncoder
     input_names: list[str]
     run: Callable[[dict[str, np.ndarray]], np.ndarray]
+    runtime: str
 
     def logits(self, items: list[Item]) -> np.ndarray:
         pairs = [p or "" for _, p in items] if "token_type_ids" in self.input_names else None
@@ -38,19 +39,23 @@ class Predictor:
                                for texts, chunk_pairs in batches(data)])
 
 
-def load_predictor(path: Path) -> Predictor:
+def load_predictor(path: Path, threads: int | None = None) -> Predictor:
+    """``threads``: the runtime's own default when None."""
     path = Path(path)
     if path.suffix == ".pt":
         ckpt = checkpoint.load(path)
         if ckpt.kind != "classifier":
             raise InputError(f"{path}: a pretrained encoder has no classifier to predict with")
         deployable = Deployable(ckpt.model, pairs=uses_pairs(ckpt)).eval()
+        if threads:
+            torch.set_num_threads(threads)
 
         def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
             with torch.no_grad():
                 return deployable(*map(torch.from_numpy, inputs.values())).numpy()
 
-        return Predictor(ckpt.labels, ckpt.text_encoder(), deployable.input_names, run)
+        return Predictor(ckpt.labels, ckpt.text_encoder(), deployable.input_names, run,
+                         f"PyTorch {torch.__version__}")
     fmt = FORMATS.get(path.suffix)
     if fmt is None:
         raise InputError(f"{path}: not a checkpoint (.pt) or an exported artifact "
@@ -59,9 +64,10 @@ def load_predictor(path: Path) -> Predictor:
         raise InputError(f"{path}: no such file")
     sidecar = read_sidecar(path)
     text = {k: v for k, v in sidecar["text"].items() if k != "rules"}
-    encoder = TextEncoder(TextSpec.from_dict(text), sidecar["max_chars"])
+    encoder = TextEncoder(TextSpec.from_dict(text), sidecar["max_chars"] or 1)  # 1: a table
     return Predictor(sidecar["model"]["labels"], encoder,
-                     [i["name"] for i in sidecar["inputs"]], fmt.runner(path))
+                     [i["name"] for i in sidecar["inputs"]], fmt.runner(path, threads),
+                     sidecar["conversion"]["runtime"])
 
 
 def read_sidecar(artifact: Path) -> dict:

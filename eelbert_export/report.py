@@ -4,8 +4,10 @@ everything, written as size.md, size.json and size.png."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -15,19 +17,19 @@ from eelbert_export import audit, checkpoint
 from eelbert_export.errors import InputError, VerificationError
 from eelbert_export.exporters import FORMATS, pipeline
 from eelbert_export.files import atomic_path
-from eelbert_export.model import named_configs
+from eelbert_export.model import ModelConfig, named_configs
 
 BASELINE = "bert-tiny"
 
 
-def baseline_checkpoint(model: checkpoint.Checkpoint, path: Path) -> None:
-    """``bert-tiny`` (an embedding table, token ids in) with the model's labels, text spec and
-    task. Its weights are random: only its sizes are compared, and N(0, 0.02) everywhere keeps
-    converters from merging equal tensors (fresh biases are all zeros) as a trained model's
-    would not be."""
+def table_checkpoint(model: checkpoint.Checkpoint, config: ModelConfig, path: Path) -> None:
+    """A model of ``config`` with an embedding table (token ids in) and the model's labels,
+    text spec and task, for comparisons of size and speed. Its weights are random, N(0, 0.02)
+    everywhere, which keeps converters from merging equal tensors (fresh biases are all zeros)
+    as a trained model's would not be."""
     torch.manual_seed(0)
-    baseline = checkpoint.new_model("classifier", named_configs()[BASELINE], None,
-                                    len(model.labels))
+    config = dataclasses.replace(config, embedding="table")
+    baseline = checkpoint.new_model("classifier", config, None, len(model.labels))
     with torch.no_grad():
         for weight in baseline.parameters():
             weight.normal_(0.0, 0.02)
@@ -53,14 +55,16 @@ def export_all(model_path: Path, out_dir: Path, data_dir: Path | None, force: bo
     base_path = base_dir / f"{BASELINE}.pt"
     if base_path.exists() and not force:
         raise InputError(f"{base_path} exists (use --force to overwrite)")
-    baseline_checkpoint(ckpt, base_path)
-    results = {"model": str(model_path), "exports": [], "refused": [], "failed": []}
+    table_checkpoint(ckpt, named_configs()[BASELINE], base_path)
+    results = {"model": str(model_path), "exports": [], "refused": [], "failed": [],
+               "seconds": []}
     todo = jobs(formats)
     bar = tqdm(total=2 * len(todo), desc="export", unit="artifact", file=sys.stderr,
                dynamic_ncols=True)
     for source, folder, verify in ((model_path, out_dir, True), (base_path, base_dir, False)):
         for fmt, mode in todo:
             bar.set_postfix_str(f"{source.stem} {fmt.NAME} {mode}")
+            start = time.perf_counter()
             try:
                 sidecar = pipeline.export(fmt, source, folder, mode, force=force,
                                           verify_artifact=verify, data_dir=data_dir)
@@ -71,6 +75,9 @@ def export_all(model_path: Path, out_dir: Path, data_dir: Path | None, force: bo
                          "error": str(e)}
                 expected = verify and f"{fmt.NAME}:{mode}" in allowed
                 results["refused" if expected else "failed"].append(entry)
+            results["seconds"].append({"model": source.name, "format": fmt.NAME, "mode": mode,
+                                       "verified": verify,
+                                       "seconds": round(time.perf_counter() - start, 1)})
             bar.update()
     bar.close()
     artifacts = [model_path] + [out_dir / s["artifact"] for s in results["exports"]]
@@ -85,6 +92,10 @@ def write(results: dict, out_dir: Path) -> str:
         if results[key]:
             text += f"\n{title}:\n\n" + "".join(f"- {e['model']} {e['format']} {e['mode']}: "
                                                 f"{e['error']}\n" for e in results[key])
+    timed = [t for t in results["seconds"] if t["verified"]]
+    text += "\nWall time of each export of the model (convert, quantize, check, verify): " + \
+        ", ".join(f"{t['format']} {t['mode']} {t['seconds']:.0f} s" for t in timed) + \
+        f"; {sum(t['seconds'] for t in timed):.0f} s in all.\n"
     verified = [s for s in results["exports"] if isinstance(s["verification"], dict)]
     text += "\nVerified in their runtimes on " + \
         (verified[0]["verification"]["texts"] if verified else "nothing") + \
@@ -92,7 +103,7 @@ def write(results: dict, out_dir: Path) -> str:
         "way (sizes only).\n"
     with atomic_path(out_dir / "size.md") as tmp:
         tmp.write_text(text, encoding="utf-8")
-    summary = {k: results[k] for k in ("model", "refused", "failed", "reports")}
+    summary = {k: results[k] for k in ("model", "refused", "failed", "seconds", "reports")}
     with atomic_path(out_dir / "size.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     with atomic_path(out_dir / "size.png") as tmp:

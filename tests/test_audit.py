@@ -9,6 +9,7 @@ import pytest
 from eelbert_export import audit, checkpoint, report
 from eelbert_export.errors import InputError
 from eelbert_export.exporters import FORMATS, onnx, pipeline
+from eelbert_export.model import named_configs
 from eelbert_export.zoo import default_model
 
 from .exports import STEM, artifact, run
@@ -127,7 +128,7 @@ def test_table_baseline_exports_with_token_ids(tmp_path):
     """The bert-tiny baseline (an embedding table) exports through the same pipeline, ids in,
     and matches PyTorch in onnxruntime."""
     path = tmp_path / "bert-tiny.pt"
-    report.baseline_checkpoint(checkpoint.load(default_model()), path)
+    report.table_checkpoint(checkpoint.load(default_model()), named_configs()["bert-tiny"], path)
     sidecar = pipeline.export(onnx, path, tmp_path, data_dir=None)
     assert sidecar["inputs"][0] == {"name": "input_ids", "dtype": "int32",
                                     "shape": ["batch", "seq"]}

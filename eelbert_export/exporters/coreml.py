@@ -331,9 +331,10 @@ def verifier_name() -> str:
             "in its declared dtype): Core ML predicts only on macOS")
 
 
-def runner(path: Path):
+def runner(path: Path, threads: int | None = None):
     """Run the package as an app calls it: one row at a time (the enumerated shapes have batch
-    1, and conversion specializes reshapes to it), zero-padded to an allowed length."""
+    1, and conversion specializes reshapes to it), zero-padded to an allowed length. Core ML
+    chooses its own threads."""
     from eelbert_export.exporters import mil
 
     spec = mil.ct.models.MLModel(str(path), skip_model_load=True).get_spec()

@@ -185,12 +185,15 @@ def check(path: Path) -> None:
     onnx.checker.check_model(model)
 
 
-def session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def runner(path: Path):
-    sess = session(path)
+def runner(path: Path, threads: int | None = None):
+    sess = session(path, threads)
     return lambda feeds: sess.run(None, feeds)[0]
 
 

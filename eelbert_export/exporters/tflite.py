@@ -117,11 +117,12 @@ def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) ->
     return {"quantization": what}
 
 
-def interpreter(path: Path, keep_tensors: bool = False):
+def interpreter(path: Path, keep_tensors: bool = False, threads: int | None = None):
     from ai_edge_litert.interpreter import Interpreter
 
     with quiet():  # the XNNPACK delegate announces itself when tensors are first allocated
-        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=keep_tensors)
+        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=keep_tensors,
+                         num_threads=threads)
         it.allocate_tensors()
     return it
 
@@ -172,9 +173,9 @@ def ops(path: Path) -> list[str]:
     return sorted(set(operator_names(path)))
 
 
-def runner(path: Path):
+def runner(path: Path, threads: int | None = None):
     """Run rows one at a time (batch 1), each padded to the static sequence length."""
-    runner_ = interpreter(path).get_signature_runner()
+    runner_ = interpreter(path, threads=threads).get_signature_runner()
     seq = input_shapes(path)["attention_mask"][1]
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,0 +1,187 @@
+"""``eelbert-export bench`` and ``hash-cost``: latency (p50/p90) and throughput of artifacts in
+their own runtimes (onnxruntime, the LiteRT interpreter, PyTorch for a checkpoint), the peak
+memory of a process that loads one, and the cost of the in-graph hash against a table lookup.
+These machines are noisy: compared models are timed in one run, interleaved, and their ratio
+is what is reported."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eelbert_export import checkpoint
+from eelbert_export.errors import InputError
+from eelbert_export.exporters import coreml, onnx, pipeline, tflite
+from eelbert_export.exporters.pipeline import SAMPLE_TEXTS, feeds
+from eelbert_export.predict import load_predictor
+from eelbert_export.report import table_checkpoint
+from eelbert_export.text import TextEncoder
+from eelbert_export.zoo import models_dir
+
+WARMUP = 5
+HASH_COST_TARGET = 1.3  # issue 8: end-to-end at most 1.3x the same model with a table
+TEXT = SAMPLE_TEXTS[10]  # real words, long enough to fill 128 tokens
+
+
+def check(path: Path) -> None:
+    """Refuse what cannot be timed here, before any timing starts."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.suffix not in (".pt", onnx.SUFFIX, tflite.SUFFIX, coreml.SUFFIX):
+        raise InputError(f"{path}: cannot benchmark this file type (.pt, .onnx, .tflite, "
+                         ".mlpackage on macOS)")
+    if path.suffix == coreml.SUFFIX and platform.system() != "Darwin":
+        raise InputError(f"{path.name}: Core ML runs only on macOS; time it there (on Linux "
+                         "its program is checked by an evaluator, not a runtime)")
+
+
+def load(path: Path, threads: int):
+    """(run, feeds for (batch, seq), runtime) of a checkpoint or an artifact, run as
+    ``predict`` runs it (a static-shape TFLite file pads every row to its length)."""
+    predictor = load_predictor(path, threads)
+    names = predictor.input_names
+
+    def feeds_for(batch: int, seq: int) -> dict[str, np.ndarray]:
+        """``batch`` copies of a real text cut to ``seq`` tokens (as text and text_b for pair
+        models)."""
+        encoder = TextEncoder(dataclasses.replace(predictor.encoder.spec, max_length=seq),
+                              predictor.encoder.max_chars)
+        pairs = [TEXT] * batch if "token_type_ids" in names else None
+        return feeds(encoder.encode([TEXT] * batch, pairs), names)
+    return predictor.run, feeds_for, predictor.runtime
+
+
+def interleaved(jobs: list[tuple], runs: int) -> list[np.ndarray]:
+    """Seconds per run of each (run, feeds) job, after warm-up, the jobs taking turns so that
+    every one sees the same machine: these machines drift by tens of percent within a minute."""
+    for run, feeds_ in jobs:
+        for _ in range(WARMUP):
+            run(feeds_)
+    times = [[] for _ in jobs]
+    for _ in range(runs):
+        for (run, feeds_), spent in zip(jobs, times):
+            start = time.perf_counter()
+            run(feeds_)
+            spent.append(time.perf_counter() - start)
+    return [np.array(t) for t in times]
+
+
+# What an app's process does to load and run an artifact: only the runtime is imported.
+PROBES = {
+    ".onnx": "import onnxruntime as ort\n"
+             "ort.InferenceSession(PATH, providers=['CPUExecutionProvider']).run(None, FEEDS)\n",
+    ".tflite": "from ai_edge_litert.interpreter import Interpreter\n"
+               "it = Interpreter(model_path=PATH); it.allocate_tensors()\n"
+               "run = it.get_signature_runner()\n"
+               "n = run.get_input_details()['attention_mask']['shape'][1]\n"
+               "for i in range(len(FEEDS['attention_mask'])):\n"
+               "    run(**{k: np.pad(v[i:i + 1, :n], [(0, 0), (0, n - min(n, v.shape[1]))]\n"
+               "                     + [(0, 0)] * (v.ndim - 2)) for k, v in FEEDS.items()})\n",
+    ".pt": "from pathlib import Path\n"
+           "from eelbert_export.predict import load_predictor\n"
+           "load_predictor(Path(PATH)).run(FEEDS)\n",
+}
+
+
+# The process's own peak in kB: VmHWM belongs to the memory map that exec created, while
+# ru_maxrss keeps the parent's peak across fork and exec on Linux (a Python parent's hundreds of
+# MB). macOS has no /proc, and its ru_maxrss counts bytes.
+HIGH_WATER = """import resource
+try:
+    status = open('/proc/self/status').read().split('VmHWM:')[1]
+    print(int(status.split()[0]))
+except OSError:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def peak_memory(path: Path, feeds_: dict[str, np.ndarray]) -> float:
+    """MB of peak resident memory of a fresh process that imports the runtime, loads ``path``
+    and runs one batch, as an app's process would."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "feeds.npz", **feeds_)
+        code = (f"import numpy as np\nPATH = {str(path)!r}\n"
+                f"FEEDS = dict(np.load({str(Path(tmp) / 'feeds.npz')!r}))\n"
+                + PROBES[path.suffix] + HIGH_WATER)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise InputError(f"{path.name}: the memory probe failed: "
+                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def bench(paths: list[Path], batches: list[int], seqs: list[int], threads: list[int],
+          runs: int, progress=lambda row: None) -> list[dict]:
+    """Every (batch, seq) setting of a file and thread count timed interleaved."""
+    rows = []
+    settings = [(batch, seq) for batch in batches for seq in seqs]
+    for path in paths:
+        memory = None
+        for n in threads:
+            run, feeds_for, runtime = load(path, n)
+            memory = memory or [peak_memory(path, feeds_for(*s)) for s in settings]
+            times = interleaved([(run, feeds_for(*s)) for s in settings], runs)
+            for (batch, seq), t, peak in zip(settings, times, memory):
+                p50 = float(np.percentile(t, 50))
+                row = {"artifact": path.name, "runtime": runtime, "threads": n,
+                       "batch": batch, "seq": seq, "p50_ms": 1e3 * p50,
+                       "p90_ms": float(1e3 * np.percentile(t, 90)),
+                       "sentences_per_s": batch / p50, "runs": runs,
+                       "peak_rss_mb": peak}
+                rows.append(row)
+                progress(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| artifact | runtime | threads | batch | seq | p50 ms | p90 ms | sentences/s | "
+             "peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| `{r['artifact']}` | {r['runtime'].split(' (')[0]} | {r['threads']} | "
+              f"{r['batch']} | {r['seq']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+              f"{r['sentences_per_s']:,.0f} | {r['peak_rss_mb']:.0f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+PAIRS = (("UNO-EELBERT", "uno-eelbert-sentiment.pt"),
+         ("EELBERT-tiny", "eelbert-tiny-sentiment.pt"))
+
+
+def hash_cost(out_dir: Path, runs: int, progress=lambda line: None) -> list[dict]:
+    """Each shipped hash model and its table twin, exported with ``--output hidden`` to ONNX
+    and TFLite, timed interleaved at batch 1, seq 128, one thread: the ratio is the cost of
+    computing the embedding in the graph instead of looking it up."""
+    rows = []
+    for title, name in PAIRS:
+        source = models_dir() / name
+        twin, model = out_dir / f"{Path(name).stem}.table.pt", checkpoint.load(source)
+        table_checkpoint(model, model.config, twin)
+        for fmt in (onnx, tflite):
+            runners = []
+            for path in (source, twin):
+                progress(f"{title} {fmt.NAME}: exporting {path.name}")
+                sidecar = pipeline.export(fmt, path, out_dir, output="hidden", force=True,
+                                          data_dir=None)
+                run, feeds_for, _ = load(out_dir / sidecar["artifact"], 1)
+                runners.append((run, feeds_for(1, 128)))
+            times = interleaved(runners, runs)
+            hashed, table = (1e3 * float(np.percentile(t, 50)) for t in times)
+            rows.append({"model": title, "format": fmt.NAME, "hash_p50_ms": hashed,
+                         "table_p50_ms": table, "ratio": hashed / table, "runs": runs})
+    return rows
+
+
+def hash_cost_markdown(rows: list[dict], target: float) -> str:
+    lines = ["| model | format | hash embedding p50 ms | table p50 ms | ratio | target |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['format']} | {r['hash_p50_ms']:.2f} | "
+              f"{r['table_p50_ms']:.2f} | {r['ratio']:.2f}x | "
+              f"{'met' if r['ratio'] <= target else 'missed'} (<= {target}x) |" for r in rows]
+    return "\n".join(lines) + "\n"
+
