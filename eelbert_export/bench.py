@@ -88,6 +88,7 @@ PROBES = {
            "from eelbert_export.predict import load_predictor\n"
            "load_predictor(Path(PATH)).run(FEEDS)\n",
 }
+PROBES[coreml.SUFFIX] = PROBES[".pt"]  # macOS only: MLModel.predict through predict's runner
 
 
 # The process's own peak in kB: VmHWM belongs to the memory map that exec created, while
