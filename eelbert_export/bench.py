@@ -18,7 +18,7 @@ import numpy as np
 
 from eelbert_export import checkpoint
 from eelbert_export.errors import InputError
-from eelbert_export.exporters import coreml, onnx, pipeline, tflite
+from eelbert_export.exporters import FORMATS, coreml, onnx, pipeline, tflite
 from eelbert_export.exporters.pipeline import SAMPLE_TEXTS, feeds
 from eelbert_export.predict import load_predictor
 from eelbert_export.report import table_checkpoint
@@ -34,7 +34,7 @@ def check(path: Path) -> None:
     """Refuse what cannot be timed here, before any timing starts."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if path.suffix not in (".pt", onnx.SUFFIX, tflite.SUFFIX, coreml.SUFFIX):
+    if path.suffix not in (".pt", *FORMATS):
         raise InputError(f"{path}: cannot benchmark this file type (.pt, .onnx, .tflite, "
                          ".mlpackage on macOS)")
     if path.suffix == coreml.SUFFIX and platform.system() != "Darwin":

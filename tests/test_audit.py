@@ -120,8 +120,12 @@ def test_audit_rejects_foreign_files_in_one_line(tmp_path, name, content, messag
     result = run("audit", tmp_path / name)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_audit_rejects_missing_files_and_bad_sizes(tmp_path):
     assert run("audit", tmp_path / "missing.onnx").exit_code == 2
-    assert run("audit", tmp_path / name, "--budget", "lots").exit_code == 2
+    result = run("audit", default_model(), "--budget", "lots")
+    assert result.exit_code == 2 and "not a size" in result.output
 
 
 def test_table_baseline_exports_with_token_ids(tmp_path):
