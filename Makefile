@@ -27,9 +27,9 @@ demo: $(STAMP)
 	  "A gorgeous, witty, seductive movie." "The plot is nothing but boilerplate."
 
 # Every format x mode of the default model, verified, audited against the budgets in
-# pyproject.toml, with a bert-tiny baseline exported the same way. Core ML's 4-bit modes miss
-# the cosine floor on the dev split (README): their refusal is expected, not a failure.
-ALLOW_REFUSAL := --allow-refusal coreml:int4 --allow-refusal coreml:palette4
+# pyproject.toml, with a bert-tiny baseline exported the same way. Core ML's palette4 misses
+# the cosine floor on the dev split (README): its refusal is expected, not a failure.
+ALLOW_REFUSAL := --allow-refusal coreml:palette4
 size-report: $(STAMP)
 	mkdir -p build/size
 	$(BIN)/eelbert-export all models/uno-eelbert-sentiment.pt -o build/size --force \

@@ -334,6 +334,10 @@ def coreml_command(model, out_dir, quantize, output, force, no_verify, data_dir,
     verified by evaluating the converted program (MLModel.predict on macOS)."""
     options = {"deployment_target": deployment_target, "seq_lens": seq_lens,
                "flexible": flexible}
+    targets = coreml_format.TARGETS
+    if quantize == "int4" and targets.index(deployment_target) < targets.index("iOS18"):
+        raise InputError(f"--quantize int4 needs --deployment-target iOS18 (got "
+                         f"{deployment_target})")
     sidecar = export(coreml_format, model, out_dir, quantize, output, force, not no_verify,
                      data_dir, options, max_chars)
     report_export(sidecar, out_dir)

@@ -8,9 +8,9 @@ Output dimension j of order n's slice gets ``v = (sum_k (s_k * a_kj) % B) % B`` 
 multipliers ``a_kj`` in [1, B), centred into (-B/2, B/2] and averaged over the order's n-grams,
 scaled so values lie in [-1, 1]. Nothing is trained.
 
-The ``portable`` variant keeps every intermediate an int32 below 2^31 built only from ``*``,
-``+`` and ``%`` on non-negative values, so ONNX, Core ML and TFLite run it exactly. Its
-numerator sums integers below 2^24, exact in float32 in any summation order, and one
+The ``portable`` variant keeps every intermediate an int32 within 2^31 built only from ``*``,
+``+`` and ``%`` (``%`` only on non-negative values), so ONNX, Core ML and TFLite run it exactly.
+Its numerator sums integers below 2^24, exact in float32 in any summation order, and one
 correctly rounded division gives the value: bit-exact in every runtime. The ``int64`` variant
 is the paper-faithful one (a single signature modulo 2^31 - 1) for quality comparisons; it
 needs int64 and cannot be exported.
@@ -77,7 +77,7 @@ class HashSpec:
             return "buckets must be at least 3 and at least every modulus"
         limit = INT32_LIMIT if self.variant == "portable" else INT64_LIMIT
         largest = max(max((m - 1) * p + m - 1 for m, p in zip(self.moduli, self.bases)),
-                      max(self.moduli) * (self.buckets - 1), len(self.moduli) * self.buckets)
+                      sum(m - 1 for m in self.moduli) * self.half + self.buckets - 1 + self.half)
         if largest >= limit:
             return f"an intermediate reaches {largest}, past {limit - 1}"
         if self.variant == "portable" and self.grams * (self.buckets // 2) >= FLOAT32_EXACT:
@@ -105,6 +105,20 @@ class HashSpec:
             digest = hashlib.sha256(f"eelbert-hash/{self.seed}/{k}/{j}".encode()).digest()
             return int.from_bytes(digest[:8], "big") % (self.buckets - 1) + 1
         return [[draw(k, j) for j in range(self.dim)] for k in range(len(self.moduli))]
+
+    def projection(self) -> tuple[list[list[int]], list[int]]:
+        """The graph's constants, multipliers m[k][j] and offsets c[j], chosen so that one ``%``
+        gives the centred value: ``(c + sum_k s_k * m_k) % buckets - half``. ``m`` is ``a``
+        moved into [-half, half] (``a - buckets`` above half); ``c`` is half plus the smallest
+        multiple of ``buckets`` that keeps every partial sum non-negative. Both keep the sum
+        congruent to ``sum_k s_k * a_k + half``, and within the bound ``_problem`` checks."""
+        mult = [[a - (self.buckets if a > self.half else 0) for a in row]
+                for row in self.multipliers()]
+        offsets = []
+        for column in zip(*mult):
+            lowest = sum((mod - 1) * min(m, 0) for mod, m in zip(self.moduli, column))
+            offsets.append(self.half - lowest // self.buckets * self.buckets)
+        return mult, offsets
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"moduli": list(self.moduli), "bases": list(self.bases)}
@@ -152,8 +166,11 @@ def token_codes(tokens: list[str], max_chars: int) -> np.ndarray:
 class HashEmbedding(nn.Module):
     """int32 codes [batch, seq, max_chars] -> float32 embeddings [batch, seq, dim].
 
-    Its only state is the multipliers, derived from the spec: a non-persistent buffer, so a
-    checkpoint never carries them and an exporter bakes them in as constants.
+    Cheap in a graph: a dead n-gram (past the token's end) gets signature 0, so its value is
+    exactly half, subtracted after the integer sum, and nothing is masked on the large
+    [batch, seq, grams, width] tensors; ``projection`` leaves one ``%`` per value. Its only
+    state is the projection constants, derived from the spec: non-persistent buffers, so a
+    checkpoint never carries them and an exporter bakes them in.
     """
 
     def __init__(self, spec: HashSpec):
@@ -161,8 +178,11 @@ class HashEmbedding(nn.Module):
         self.spec = spec
         self.int_dtype = torch.int32 if spec.variant == "portable" else torch.int64
         self.float_dtype = torch.float32 if spec.variant == "portable" else torch.float64
-        mult = torch.tensor(spec.multipliers(), dtype=self.int_dtype)
-        self.register_buffer("multipliers", mult, persistent=False)
+        mult, offsets = spec.projection()
+        self.register_buffer("multipliers", torch.tensor(mult, dtype=self.int_dtype),
+                             persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=self.int_dtype),
+                             persistent=False)
         self.register_buffer("vocab_cache", None, persistent=False)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
@@ -183,15 +203,14 @@ class HashEmbedding(nn.Module):
                 sigs = [torch.remainder(s[..., :-1] * p + r[..., n - 1:], m)
                         for s, r, p, m in zip(sigs, reduced, spec.bases, spec.moduli)]
                 mask = torch.logical_and(mask[..., :-1], live[..., n - 1:])
-            mult = self.multipliers[:, start:start + width]
-            total = torch.remainder(sigs[0].unsqueeze(-1) * mult[0], spec.buckets)
-            for s, a in zip(sigs[1:], mult[1:]):
-                total = total + torch.remainder(s.unsqueeze(-1) * a, spec.buckets)
-            value = torch.remainder(total, spec.buckets).to(self.float_dtype)
-            centred = torch.where(value > spec.half, value - spec.buckets, value)
-            centred = torch.where(mask.unsqueeze(-1), centred, torch.zeros_like(centred))
-            count = mask.to(self.float_dtype).sum(dim=-1, keepdim=True)
-            outs.append(centred.sum(dim=-2) / (torch.clamp(count, min=1.0) * spec.half))
+            keep = mask.to(dtype)
+            value = self.offsets[start:start + width]
+            for s, mult in zip(sigs, self.multipliers):
+                value = value + (s * keep).unsqueeze(-1) * mult[start:start + width]
+            value = torch.remainder(value, spec.buckets)  # [batch, seq, grams, width]
+            total = value.sum(dim=-2, dtype=dtype) + -spec.half * keep.shape[-1]
+            count = keep.sum(dim=-1, keepdim=True, dtype=dtype).to(self.float_dtype)
+            outs.append(total.to(self.float_dtype) / (torch.clamp(count, min=1.0) * spec.half))
             start += width
         return torch.cat(outs, dim=-1).to(torch.float32)
 

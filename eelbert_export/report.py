@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,24 +62,27 @@ def export_all(model_path: Path, out_dir: Path, data_dir: Path | None, force: bo
     todo = jobs(formats)
     bar = tqdm(total=2 * len(todo), desc="export", unit="artifact", file=sys.stderr,
                dynamic_ncols=True)
-    for source, folder, verify in ((model_path, out_dir, True), (base_path, base_dir, False)):
-        for fmt, mode in todo:
-            bar.set_postfix_str(f"{source.stem} {fmt.NAME} {mode}")
-            start = time.perf_counter()
-            try:
-                sidecar = pipeline.export(fmt, source, folder, mode, force=force,
-                                          verify_artifact=verify, data_dir=data_dir)
-                if verify:
-                    results["exports"].append(sidecar)
-            except VerificationError as e:  # bad input (InputError) stops the run instead
-                entry = {"format": fmt.NAME, "mode": mode, "model": source.name,
-                         "error": str(e)}
-                expected = verify and f"{fmt.NAME}:{mode}" in allowed
-                results["refused" if expected else "failed"].append(entry)
-            results["seconds"].append({"model": source.name, "format": fmt.NAME, "mode": mode,
-                                       "verified": verify,
-                                       "seconds": round(time.perf_counter() - start, 1)})
-            bar.update()
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".all-") as work:
+        memo = pipeline.Memo(Path(work))
+        for source, folder, verify in ((model_path, out_dir, True), (base_path, base_dir, False)):
+            for fmt, mode in todo:
+                bar.set_postfix_str(f"{source.stem} {fmt.NAME} {mode}")
+                start = time.perf_counter()
+                try:
+                    sidecar = pipeline.export(fmt, source, folder, mode, force=force,
+                                              verify_artifact=verify, data_dir=data_dir,
+                                              memo=memo)
+                    if verify:
+                        results["exports"].append(sidecar)
+                except VerificationError as e:  # bad input (InputError) stops the run instead
+                    entry = {"format": fmt.NAME, "mode": mode, "model": source.name,
+                             "error": str(e)}
+                    expected = verify and f"{fmt.NAME}:{mode}" in allowed
+                    results["refused" if expected else "failed"].append(entry)
+                results["seconds"].append({"model": source.name, "format": fmt.NAME, "mode": mode,
+                                           "verified": verify,
+                                           "seconds": round(time.perf_counter() - start, 1)})
+                bar.update()
     bar.close()
     artifacts = [model_path] + [out_dir / s["artifact"] for s in results["exports"]]
     results["reports"] = audit.run(artifacts, baseline=[base_dir])

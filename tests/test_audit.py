@@ -25,10 +25,11 @@ def artifacts(tmp_path_factory):
     """The default model in each format's float32 and compressed modes (sizes are what is
     tested here, so verification is left to the format tests)."""
     out = tmp_path_factory.mktemp("audit")
+    memo = pipeline.Memo(tmp_path_factory.mktemp("memo"))
     for suffix, modes in MODES.items():
         for mode in modes:
             pipeline.export(FORMATS[suffix], None, out, mode, verify_artifact=False,
-                            data_dir=None)
+                            data_dir=None, memo=memo)
     return out
 
 
@@ -158,3 +159,16 @@ def test_all_exports_audits_and_fails_over_budget(tmp_path, monkeypatch):
     assert all(r["baseline"]["ratio"] > 10 for r in reports)
     assert (tmp_path / "size.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*"))  # nothing half-written
+
+
+def test_modes_of_a_format_share_one_conversion_and_reference(tmp_path):
+    """What `all` reuses (one conversion per format and compute precision, one PyTorch
+    reference) changes nothing in an artifact's verification."""
+    memo = pipeline.Memo(tmp_path)
+    shared = [pipeline.export(onnx, None, tmp_path, mode, data_dir=None, memo=memo)
+              for mode in ("none", "int8")]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    expected = pipeline.export(onnx, None, alone, "int8", data_dir=None)["verification"]
+    assert len(memo.conversions) == 1 and len(memo.references) == 1
+    assert shared[1]["verification"] == expected and shared[0]["verification"]["passed"]

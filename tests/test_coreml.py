@@ -20,8 +20,8 @@ MODES = ("none", "fp16", "int8", "int4", "palette6")
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """The default model in five modes, verified on the built-in sample (on the dev split int4
-    and palette4 miss the cosine floor: README)."""
+    """The default model in five modes, verified on the built-in sample (on the dev split
+    palette4 misses the cosine floor: README)."""
     return export_modes("coreml", MODES, tmp_path_factory.mktemp("coreml"))
 
 
@@ -57,6 +57,19 @@ def test_compressed_sizes(exported):
         return coreml.size(exported / artifact(mode, ".mlpackage"))["bytes"]
     assert size("int8") <= 400_000 and size("int4") <= 250_000
     assert size("fp16") < 0.6 * size("none")
+
+
+def test_int4_matrices_come_rounded_by_gptq(exported):
+    """int4's low-bit matrices reach the package as GPTQ's 4-bit blocks (round-to-nearest int4
+    misses the cosine floor on the dev split); the other matrices are int8."""
+    path = exported / artifact("int4", ".mlpackage")
+    program, _ = coreml.load(path)
+    stored = {op.name: mil.dtype_name(op.data) for op in program.functions["main"].operations
+              if op.op_type == "constexpr_blockwise_shift_scale"}
+    low = {name: dtype for name, dtype in stored.items() if coreml.LOW_BIT.search(name)}
+    assert len(low) == 3 and set(low.values()) == {"uint4"}
+    assert set(stored.values()) - {"uint4"} == {"int8"}
+    assert "GPTQ on 12 calibration rows" in sidecar(path)["conversion"]["quantization"]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1,3 +1,4 @@
+import itertools
 import json
 import random
 from pathlib import Path
@@ -121,11 +122,13 @@ def test_vocabulary_cache_is_never_saved():
 
 
 # The integer ops that survive ONNX, Core ML and TFLite exactly (../shared/notes/toolchain.md),
-# plus data movement and masks.
+# plus data movement, masks (cast to int32 to zero dead signatures) and integer sums.
 ALLOWED_INTEGER_OPS = {"aten.mul.Tensor", "aten.add.Tensor", "aten.remainder.Scalar",
-                       "aten.cat.default", "aten.slice.Tensor", "aten.select.int",
-                       "aten.unsqueeze.default", "aten.unbind.int", "aten.where.self",
-                       "aten.full_like.default", "aten.zeros_like.default", "getitem"}
+                       "aten.sum.dim_IntList", "aten._to_copy.default", "aten.cat.default",
+                       "aten.slice.Tensor", "aten.select.int", "aten.unsqueeze.default",
+                       "aten.unbind.int",
+                       "aten.where.self", "aten.full_like.default", "aten.zeros_like.default",
+                       "getitem"}
 ALLOWED_MASK_OPS = {"aten.gt.Scalar", "aten.eq.Scalar", "aten.logical_and.default",
                     "aten.slice.Tensor", "aten.unsqueeze.default"}
 
@@ -161,10 +164,21 @@ def test_portable_graph_uses_only_exportable_integer_ops():
     assert any(str(n.target) == "aten._to_copy.default" for n in graph.nodes)
 
 
-def test_portable_intermediates_stay_below_int32():
-    spec = HashSpec()
-    worst_rolling = max((m - 1) * p + (m - 1) for m, p in zip(spec.moduli, spec.bases))
-    worst_product = max(spec.moduli) * (spec.buckets - 1)
-    assert max(worst_rolling, worst_product, 2 * spec.buckets) < 2**31
-    assert max(max(row) for row in spec.multipliers()) < spec.buckets
-    assert spec.grams * spec.half < 2**24  # float32 sums of integers stay exact
+@pytest.mark.parametrize("spec", SPECS, ids=["portable", "int64", "custom"])
+def test_projection_is_congruent_and_stays_in_range(spec):
+    """Every value the single ``%`` sees is non-negative, below the variant's limit, and
+    congruent to the spec's sum_k s_k * a_k + half, at the extremes of every signature."""
+    limit = 2**31 if spec.variant == "portable" else 2**63
+    mult, offsets = spec.projection()
+    flat = spec.multipliers()
+    corners = itertools.product(*[[0, m - 1] for m in spec.moduli])
+    for sig, j in itertools.product(list(corners), range(spec.dim)):
+        partial = offsets[j]
+        for s, m in zip(sig, mult):
+            assert abs(s * m[j]) < limit
+            partial += s * m[j]
+            assert 0 <= partial < limit
+        expected = sum(s * a[j] for s, a in zip(sig, flat)) + spec.half
+        assert (partial - expected) % spec.buckets == 0
+    if spec.variant == "portable":
+        assert spec.grams * spec.half < 2**24  # float32 sums of integers stay exact

@@ -9,6 +9,7 @@ fails loudly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -26,6 +27,9 @@ logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 import coremltools as ct  # noqa: E402
 from coremltools.converters.mil.frontend.milproto.load import load as load_proto  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
+from coremltools.converters.mil.mil.ops.defs.iOS15.elementwise_binary import (  # noqa: E402
+    elementwise_binary,
+)
 
 
 def gelu(op, values: dict) -> np.ndarray:
@@ -39,18 +43,24 @@ def gelu(op, values: dict) -> np.ndarray:
 
 
 def linear(op, values: dict) -> np.ndarray:
-    x, weight = values["x"].astype(np.float32), values["weight"].astype(np.float32)
+    x, weight = float32(values["x"]), float32(values["weight"])
     bias = values.get("bias")
-    return x @ weight.T + (0 if bias is None else bias.astype(np.float32))
+    return (x @ weight.T + (0 if bias is None else float32(bias))).numpy()
 
 
 def matmul(op, values: dict) -> np.ndarray:
-    x, y = values["x"].astype(np.float32), values["y"].astype(np.float32)
+    x, y = float32(values["x"]), float32(values["y"])
     if values.get("transpose_x"):
-        x = np.swapaxes(x, -1, -2)
+        x = x.transpose(-1, -2)
     if values.get("transpose_y"):
-        y = np.swapaxes(y, -1, -2)
-    return x @ y
+        y = y.transpose(-1, -2)
+    return (x @ y).numpy()
+
+
+def float32(value: np.ndarray) -> torch.Tensor:
+    """Products run in torch's float32 BLAS, on the one thread ``Evaluator.run`` allows (NumPy's
+    BLAS threads and torch's, both spinning on 2 cores, made a row 2.3x slower)."""
+    return torch.from_numpy(np.asarray(value)).to(torch.float32)  # fp16 -> fp32 vectorized
 
 
 # Ops that coremltools' value inference evaluates too slowly: its exact GELU, and products of
@@ -109,8 +119,13 @@ class Evaluator:
         plan = self.plan(names)
         env = self.constants | {var.name: feeds[name].astype(declared_dtype(var))
                                 for name, var in self.function.inputs.items() if name in feeds}
-        for op, inputs, outs in plan:
-            self.store(op, inputs, outs, env)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for op, inputs, outs in plan:
+                self.store(op, inputs, outs, env)
+        finally:
+            torch.set_num_threads(threads)
         return [env[name] for name in names]
 
 
@@ -120,6 +135,9 @@ def evaluate(op, inputs: list, env: dict) -> tuple:
     if op.op_type in NUMPY_OPS:
         values = {k: env[v.name] if v.name in env else v.val for k, v in op.inputs.items()}
         return (NUMPY_OPS[op.op_type](op, values),)
+    if isinstance(op, elementwise_binary):  # what its value inference calls, without binding
+        return (op.get_operator()(*(env[v.name] if v.name in env else v.val
+                                    for v in (op.x, op.y))),)
     with bound(inputs, env):
         try:
             result = op.materialized_val_inference() if op.op_type.startswith("constexpr_") \
@@ -153,6 +171,13 @@ def upstream(function, names: list[str]) -> set[str]:
     return ops
 
 
+@functools.cache
+def tensor_type(dtype: np.dtype, shape: tuple[int, ...]):
+    """coremltools builds a new class on every call; one verification binds a few hundred
+    distinct (dtype, shape) pairs hundreds of thousands of times."""
+    return types.tensor(types.numpy_type_to_builtin_type(dtype), shape)
+
+
 @contextlib.contextmanager
 def bound(inputs: list, env: dict):
     """Give the vars concrete values for value inference, and restore them after."""
@@ -160,8 +185,7 @@ def bound(inputs: list, env: dict):
     for var in inputs:
         value = env.get(var.name, var.sym_val)
         if isinstance(value, np.ndarray) and value.ndim:
-            var._sym_type = types.tensor(types.numpy_type_to_builtin_type(value.dtype),
-                                         value.shape)
+            var._sym_type = tensor_type(value.dtype, value.shape)
             var._sym_val = var._sym_type()
             var._sym_val.val = value
         elif types.is_bool(var._sym_type):

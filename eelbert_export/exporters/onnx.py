@@ -34,8 +34,14 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 MIN_QUANTIZED_WEIGHTS = 4096
 
 
+def conversion(quantization: str) -> str:
+    """Every mode starts from the float32 conversion."""
+    return "float32"
+
+
 def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
-            options: dict, quantization: str) -> dict:
+            options: dict, conversion: str,
+            calibration: list[dict[str, np.ndarray]]) -> dict:
     """Export in float32; ``quantize`` stores the weights in fewer bits afterwards."""
     opset = options.get("opset", 18)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")

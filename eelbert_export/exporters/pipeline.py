@@ -1,8 +1,8 @@
 """The export pipeline every format shares: checkpoint -> canonical deployable module -> convert
 -> (quantize) -> verify in the format's own runtime -> artifact plus JSON sidecar, written
 atomically. A format module supplies ``NAME``, ``SUFFIX``, ``FOLDER`` (the artifact is a
-folder), ``QUANTIZATIONS``, ``convert``, ``quantize``, ``check``, ``ops``, ``runner``,
-``hash_runner``, ``tensors``, ``size`` and ``move``; everything else lives here once.
+folder), ``QUANTIZATIONS``, ``conversion``, ``convert``, ``quantize``, ``check``, ``ops``,
+``runner``, ``hash_runner``, ``tensors``, ``size`` and ``move``; everything else lives here once.
 """
 
 from __future__ import annotations
@@ -59,6 +59,16 @@ class Tensor:
     dtype: str
     count: int
     nbytes: int
+
+
+@dataclasses.dataclass
+class Memo:
+    """What exporting one model in many modes (``all``) computes once: each format's conversion
+    of each kind (copied into ``folder``), and the PyTorch reference outputs."""
+
+    folder: Path
+    conversions: dict = dataclasses.field(default_factory=dict)
+    references: dict = dataclasses.field(default_factory=dict)
 
 
 class Deployable(nn.Module):
@@ -177,26 +187,40 @@ def verify_hash(fmt, path: Path, ckpt: checkpoint.Checkpoint) -> dict:
 
 
 def verify(fmt, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable,
-           texts: tuple[str, Examples], quantization: str) -> dict:
+           texts: tuple[str, Examples], quantization: str, memo: Memo | None,
+           model_key: tuple) -> dict:
     run = fmt.runner(path)
-    encoder = ckpt.text_encoder()
     source, data = texts
-    reference, artifact = [], []
-    for chunk, pairs in batches(data):
-        inputs = feeds(encoder.encode(chunk, pairs), deployable.input_names)
-        with torch.no_grad():
-            reference.append(deployable(*map(torch.from_numpy, inputs.values())).numpy())
-        artifact.append(run(inputs))
+    inputs = encoded(ckpt, deployable, data)
+    artifact = np.concatenate([run(batch) for batch in inputs])
+    key = model_key + (source,)
+    reference = memo.references.get(key) if memo else None
+    if reference is None:
+        reference = pytorch_outputs(deployable, inputs)
+        if memo is not None:
+            memo.references[key] = reference
     exact = quantization == "none"
     # A format may state its own cosine floor for a mode (TFLite's full-integer int8).
     min_cosine = getattr(fmt, "MIN_COSINE", {}).get(quantization, MIN_COSINE)
-    figures = compare(np.concatenate(reference), np.concatenate(artifact), exact, data.labels,
-                      min_cosine)
+    figures = compare(reference, artifact, exact, data.labels, min_cosine)
     figures["texts"] = source
     if deployable.hashed:
         figures["hash_stage"] = verify_hash(fmt, path, ckpt)
         figures["passed"] = figures["passed"] and figures["hash_stage"]["bit_exact"]
     return figures
+
+
+def encoded(ckpt: checkpoint.Checkpoint, deployable: Deployable,
+            data: Examples) -> list[dict[str, np.ndarray]]:
+    encoder = ckpt.text_encoder()
+    return [feeds(encoder.encode(chunk, pairs), deployable.input_names)
+            for chunk, pairs in batches(data)]
+
+
+def pytorch_outputs(deployable: Deployable, inputs: list[dict[str, np.ndarray]]) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([deployable(*map(torch.from_numpy, batch.values())).numpy()
+                               for batch in inputs])
 
 
 def describe_failure(figures: dict) -> str:
@@ -218,9 +242,10 @@ def artifact_name(ckpt_path: Path, quantization: str, output: str, suffix: str) 
 def export(fmt, model_path: Path | None, out_dir: Path, quantization: str = "none",
            output: str = "logits", force: bool = False, verify_artifact: bool = True,
            data_dir: Path | None = Path("data"), options: dict | None = None,
-           max_chars: int | None = None) -> dict:
+           max_chars: int | None = None, memo: Memo | None = None) -> dict:
     """Export one artifact; returns its sidecar. Raises VerificationError (after writing
-    nothing) when the artifact misses its tolerance."""
+    nothing) when the artifact misses its tolerance. With a ``memo``, a conversion or a
+    reference already computed for the same model and options is reused."""
     model_path = Path(model_path or default_model())
     ckpt = checkpoint.load(model_path)
     if ckpt.kind != "classifier":
@@ -247,15 +272,18 @@ def export(fmt, model_path: Path | None, out_dir: Path, quantization: str = "non
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as work:
         work = Path(work)
         staged = work / artifact.name
-        example = tracing_example(ckpt, deployable)
-        info = fmt.convert(deployable, example, staged, options or {}, quantization)
+        model_key = (str(model_path), output, max_chars)
+        calibration = calibration_feeds(ckpt, deployable, data_dir) \
+            if quantization != "none" else []
+        info = converted(fmt, deployable, tracing_example(ckpt, deployable), staged,
+                         options or {}, fmt.conversion(quantization), calibration, memo,
+                         model_key)
         if quantization != "none":
-            info |= fmt.quantize(staged, quantization, calibration_feeds(ckpt, deployable,
-                                                                         data_dir))
+            info |= fmt.quantize(staged, quantization, calibration)
         fmt.check(staged)
         info["ops"] = fmt.ops(staged)
-        figures = verify(fmt, staged, ckpt, deployable, texts, quantization) \
-            if verify_artifact else None
+        figures = verify(fmt, staged, ckpt, deployable, texts, quantization, memo,
+                         model_key) if verify_artifact else None
         sidecar = make_sidecar(fmt, staged, artifact.name, model_path, ckpt, deployable,
                                quantization, info, figures)
         if figures is not None and not figures["passed"]:
@@ -265,6 +293,24 @@ def export(fmt, model_path: Path | None, out_dir: Path, quantization: str = "non
         with atomic_path(sidecar_path, force) as tmp:
             tmp.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
     return sidecar
+
+
+def converted(fmt, deployable: Deployable, example: dict[str, np.ndarray], staged: Path,
+              options: dict, conversion: str, calibration: list[dict[str, np.ndarray]],
+              memo: Memo | None, model_key: tuple) -> dict:
+    """Convert into ``staged`` (``calibration``: the rows a calibrated conversion uses), or copy
+    the memo's conversion of the same model, format, options and kind."""
+    key = model_key + (fmt.NAME, json.dumps(options, sort_keys=True), conversion)
+    if memo is not None and key in memo.conversions:
+        kept, info = memo.conversions[key]
+        copy_artifact(kept, staged)
+        return dict(info)
+    info = fmt.convert(deployable, example, staged, options, conversion, calibration)
+    if memo is not None:
+        kept = memo.folder / f"{len(memo.conversions)}{fmt.SUFFIX}"
+        copy_artifact(staged, kept)
+        memo.conversions[key] = (kept, dict(info))
+    return info
 
 
 def tracing_example(ckpt: checkpoint.Checkpoint, deployable: Deployable) -> dict:
@@ -349,6 +395,13 @@ def pad_to(feeds: dict[str, np.ndarray], seq: int) -> dict[str, np.ndarray]:
 def file_size(path: Path) -> dict:
     data = path.read_bytes()
     return {"bytes": len(data), "gzip_bytes": gzip_size(data)}
+
+
+def copy_artifact(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
 
 
 def move_file(staged: Path, target: Path) -> None:

@@ -60,8 +60,13 @@ class NamedTable(Named):
         return super().forward(input_ids, attention_mask, token_type_ids)
 
 
+def conversion(quantization: str) -> str:
+    """Every mode starts from the float32 conversion."""
+    return "float32"
+
+
 def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, options: dict,
-            quantization: str) -> dict:
+            conversion: str, calibration: list[dict[str, np.ndarray]]) -> dict:
     import litert_torch
 
     seq = options.get("seq_len") or deployable.max_length
