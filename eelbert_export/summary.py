@@ -43,7 +43,7 @@ def summarize(model: nn.Module) -> dict:
             counts[parameter_group(name, module)] += param.numel()
     deployable = {g: n for g, n in counts.items() if g != "MLM head (training only)"}
     word = encoder.embeddings.word
-    constants = word.multipliers if isinstance(word, HashEmbedding) else None
+    constants = [word.multipliers, word.offsets] if isinstance(word, HashEmbedding) else None
     config = encoder.config
     return {
         "config": config.to_dict(),
@@ -53,8 +53,9 @@ def summarize(model: nn.Module) -> dict:
         "fp32_bytes": 4 * sum(deployable.values()),
         "training_only_params": counts["MLM head (training only)"],
         "hash_constants": None if constants is None else {
-            "count": constants.numel(), "dtype": str(constants.dtype).removeprefix("torch."),
-            "bytes": constants.numel() * constants.element_size()},
+            "count": sum(c.numel() for c in constants),
+            "dtype": str(constants[0].dtype).removeprefix("torch."),
+            "bytes": sum(c.numel() * c.element_size() for c in constants)},
         "hash_spec": encoder.hash_spec.to_dict() if encoder.hash_spec else None,
     }
 
@@ -73,6 +74,6 @@ def format_summary(title: str, s: dict) -> str:
         lines.append(f"  hash: {h['variant']} v{h['version']}, n-gram orders 1-{h['orders']}, "
                      f"max_chars {h['max_chars']}, moduli {h['moduli']}, bases {h['bases']}, "
                      f"buckets {h['buckets']}, seed {h['seed']}")
-        lines.append(f"  hash constants: {k['count']} {k['dtype']} multipliers ({k['bytes']:,} "
-                     "bytes, derived from the spec, not stored in checkpoints)")
+        lines.append(f"  hash constants: {k['count']} {k['dtype']} multipliers and offsets "
+                     f"({k['bytes']:,} bytes, derived from the spec, not stored in checkpoints)")
     return "\n".join(lines)

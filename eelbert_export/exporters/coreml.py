@@ -9,6 +9,7 @@ seconds to import, so each function imports it (through ``mil``) when called.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import platform
@@ -118,13 +119,19 @@ def gptq_int4(deployable: Deployable, calibration: list[dict[str, np.ndarray]]) 
 
     logging.getLogger("coremltools.optimize.torch").setLevel(logging.WARNING)  # per matrix
     config = ModuleGPTQConfig(weight_dtype="uint4", granularity="per_block", block_size=32)
-    compressor = LayerwiseCompressor(Unpacking(deployable), LayerwiseCompressorConfig(
-        layers=[r"deployable\.model\.encoder\.layers\.\d+"], input_cacher="gpt",
-        module_name_configs={rf"deployable\.{LOW_BIT_MODULES}": config},
-        calibration_nsamples=len(calibration)))
-    with quiet():
-        compressed = compressor.compress([Row(row) for row in calibration], device="cpu")
-    return compressed.deployable.eval()
+    model = Unpacking(copy.deepcopy(deployable))
+    rows = [Row(row) for row in calibration]
+    # One layer per pass: the compressor feeds a layer's output to the next as its only input,
+    # and a layer also takes the batch's attention bias. Each pass caches its layer's inputs
+    # from the model as compressed so far, which is GPTQ's order.
+    for i in range(len(deployable.model.encoder.layers)):
+        compressor = LayerwiseCompressor(model, LayerwiseCompressorConfig(
+            layers=[rf"deployable\.model\.encoder\.layers\.{i}"], input_cacher="gpt",
+            module_name_configs={rf"deployable\.{LOW_BIT_MODULES}": config},
+            calibration_nsamples=len(rows)))
+        with quiet():
+            compressor.compress(rows, device="cpu", inplace=True)
+    return model.deployable.eval()
 
 
 class Row:

@@ -194,7 +194,7 @@ def verify(fmt, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable,
     inputs = encoded(ckpt, deployable, data)
     artifact = np.concatenate([run(batch) for batch in inputs])
     key = model_key + (source,)
-    reference = memo.references.get(key) if memo else None
+    reference = memo.references.get(key) if memo is not None else None
     if reference is None:
         reference = pytorch_outputs(deployable, inputs)
         if memo is not None:
