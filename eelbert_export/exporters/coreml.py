@@ -34,8 +34,12 @@ DEFAULT_TARGET = "iOS18"
 # Enumerated sequence lengths, batch 1. Rotten Tomatoes dev texts are 28 tokens on average
 # (95% within 48): padding to the next of these lengths costs 1.44x the tokens on average.
 DEFAULT_SEQ_LENS = (16, 32, 64, 128)
-LOW_BIT = re.compile(r"layers_\d+_(intermediate|output|attention_output)_weight")
-LOW_BIT_MODULES = r"model\.encoder\.layers\.\d+\.(intermediate|output|attention\.output)"
+# The matrices the 4- and 6-bit modes compress (Compression in README), by module, and as the
+# converted program names their weights.
+LOW_BIT_PARTS = ("intermediate", "output", "attention.output")
+LOW_BIT_MODULES = r"model\.encoder\.layers\.\d+\.(" + "|".join(map(re.escape, LOW_BIT_PARTS)) + ")"
+LOW_BIT = re.compile(r"layers_\d+_(" + "|".join(p.replace(".", "_") for p in LOW_BIT_PARTS)
+                     + ")_weight")
 GPTQ_INT4 = "float16, low-bit matrices GPTQ int4"
 HASH_OUTPUT_KEY = "eelbert.hash_output"
 # Everything a converted EELBERT may contain; anything else fails the export.

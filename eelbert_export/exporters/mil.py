@@ -2,8 +2,8 @@
 MIL program is evaluated op by op, each op computed by coremltools' own value inference (the
 semantics its const folding relies on) and its result held in the dtype the program declares
 for that op (int32 arithmetic wraps like the device's; an fp16 op rounds to fp16). Ops that
-coremltools evaluates too slowly have a NumPy definition in ``NUMPY_OPS``; an op with neither
-fails loudly.
+coremltools evaluates too slowly have a definition of their own in ``NUMPY_OPS``, and binary
+elementwise ops call coremltools' own operator directly; an op with neither fails loudly.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def float32(value: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(value)).to(torch.float32)  # fp16 -> fp32 vectorized
 
 
-# Ops that coremltools' value inference evaluates too slowly: its exact GELU, and products of
-# fp16 tensors (NumPy has no fp16 BLAS; these sum in float32, and the result is rounded to the
-# op's declared fp16 like every other op's).
+# Ops that coremltools' value inference evaluates too slowly: its exact GELU (vectorized), and
+# products, in torch's float32 BLAS (there is no fp16 BLAS; these sum in float32, and the result
+# is rounded to the op's declared fp16 like every other op's).
 NUMPY_OPS = {"gelu": gelu, "linear": linear, "matmul": matmul}
 
 
