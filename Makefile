@@ -22,27 +22,24 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/eelbert-export inspect
 	mkdir -p build/demo
-	$(BIN)/eelbert-export all -o build/demo --force $(ALLOW_REFUSAL)
-	$(BIN)/eelbert-export predict build/demo/uno-eelbert-sentiment.int8.onnx \
+	$(BIN)/eelbert-export all -o build/demo --force
+	$(BIN)/eelbert-export predict build/demo/uno-eelbert-ngrams-sentiment.int8.onnx \
 	  "A gorgeous, witty, seductive movie." "The plot is nothing but boilerplate."
 
 # Every format x mode of the default model, verified, audited against the budgets in
-# pyproject.toml, with a bert-tiny baseline exported the same way. Core ML's palette4 misses
-# the cosine floor on the dev split (README): its refusal is expected, not a failure.
-ALLOW_REFUSAL := --allow-refusal coreml:palette4
+# pyproject.toml, with a bert-tiny baseline exported the same way.
 size-report: $(STAMP)
 	mkdir -p build/size
-	$(BIN)/eelbert-export all models/uno-eelbert-sentiment.pt -o build/size --force \
-	  $(ALLOW_REFUSAL)
+	$(BIN)/eelbert-export all models/uno-eelbert-ngrams-sentiment.pt -o build/size --force
 
 # benchmarks/README.md's tables: export cost (all), latency and memory (bench), and the cost of
 # the in-graph hash against a table (hash-cost), into build/bench. About 20 minutes on 2 cores.
 BENCH := build/bench
 bench: $(STAMP)
 	mkdir -p $(BENCH)
-	$(BIN)/eelbert-export all -o $(BENCH) --force $(ALLOW_REFUSAL)
-	$(BIN)/eelbert-export bench models/uno-eelbert-sentiment.pt \
-	  $(addprefix $(BENCH)/uno-eelbert-sentiment.,onnx int8.onnx tflite int8.tflite) \
+	$(BIN)/eelbert-export all -o $(BENCH) --force
+	$(BIN)/eelbert-export bench models/uno-eelbert-ngrams-sentiment.pt \
+	  $(addprefix $(BENCH)/uno-eelbert-ngrams-sentiment.,onnx int8.onnx tflite int8.tflite) \
 	  --json $(BENCH)/latency.json | tee $(BENCH)/latency.md
 	$(BIN)/eelbert-export hash-cost -o $(BENCH) --json $(BENCH)/hash-cost.json \
 	  | tee $(BENCH)/hash-cost.md
@@ -50,67 +47,48 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build
 
-# The model zoo and the README's comparison table (about an hour on a 2-core CPU). Every row of
-# the table is fine-tuned by the same recipe from scratch; UNO-EELBERT is also pretrained (masked
-# LM) and fine-tuned, and that model ships as the default.
+# The model zoo and the README's comparison table (`make -j2 zoo`: about 90 minutes on 2
+# cores). Every row is a named config fine-tuned from scratch on each task by one recipe: the
+# same steps, dev checks every 250 steps with selection by dev balanced accuracy, the same lr
+# search (LRS_<task>, chosen on dev by `compare`); the default model's row runs a second seed
+# on sentiment. Each run uses one thread, so two run side by side. The chosen sentiment runs
+# ship in models/ with their cards.
 EE := $(BIN)/eelbert-export
-RUNS := runs
-PRETRAIN := --steps 1500 --batch 64 --lr 1e-3 --seed 0 --corpus data/corpus
-FINETUNE := --batch 32 --lr 3e-4 --seed 0 --data data
-STEPS_sentiment := 1000
-STEPS_boolq := 600
-# UNO-EELBERT variants, each changing one thing: the text front end, or the hash spec (a JSON
-# file whose fields override the portable spec's).
-VARIANTS := words int64 orders2 orders4 chars12
-VARIANT_words := --text-mode words
-VARIANT_int64 := --hash int64
-SPEC_orders2 := {"orders": 2}
-SPEC_orders4 := {"orders": 4}
-SPEC_chars12 := {"max_chars": 12}
-SPECS := $(RUNS)/specs/orders2.json $(RUNS)/specs/orders4.json $(RUNS)/specs/chars12.json
-VARIANT_orders2 := --hash $(RUNS)/specs/orders2.json
-VARIANT_orders4 := --hash $(RUNS)/specs/orders4.json
-VARIANT_chars12 := --hash $(RUNS)/specs/chars12.json
-ROWS := bert-tiny eelbert-tiny uno-eelbert $(addprefix uno-eelbert-,$(VARIANTS))
-TASKS := sentiment boolq
-SCRATCH := $(foreach r,$(ROWS),$(foreach t,$(TASKS),$(RUNS)/scratch/$(r).$(t).pt))
-PRETRAINED := $(foreach t,$(TASKS),$(RUNS)/pretrained/uno-eelbert.$(t).pt)
+ZOO := runs/zoo
+ZOO_TOP := uno-eelbert-ngrams
+ZOO_TASKS := sentiment sms-spam boolq
+ROWS_sentiment := uno-eelbert-ngrams bert-tiny uno-eelbert uno-eelbert-wide
+ROWS_sms-spam := uno-eelbert-ngrams bert-tiny uno-eelbert
+ROWS_boolq := $(ROWS_sms-spam)
+LRS_sentiment := 5e-4 1e-3
+LRS_sms-spam := 5e-4
+LRS_boolq := 5e-4
+STEPS_sentiment := 6000
+STEPS_boolq := 1000
+STEPS_sms-spam := 1500
+FINETUNE := --batch 32 --eval-every 250 --data data
+# Sentiment first (the headline), then the second seeds, then the other tasks.
+ZOO_RUNS := $(foreach t,$(ZOO_TASKS),$(foreach r,$(ROWS_$(t)),$(foreach l,$(LRS_$(t)),\
+	$(ZOO)/$(r).$(t).lr$(l).s0.pt)) $(if $(filter sentiment,$(t)),\
+	$(foreach r,$(ZOO_TOP),$(foreach l,$(LRS_$(t)),$(ZOO)/$(r).sentiment.lr$(l).s1.pt))))
+SHIP := uno-eelbert-ngrams uno-eelbert
 .SECONDARY:
 
 .PHONY: data zoo
 data: $(STAMP)
 	$(EE) data prepare --out data
 
-$(RUNS)/uno-eelbert.mlm.pt: | $(STAMP)
-	mkdir -p $(RUNS)
-	$(EE) train pretrain --config uno-eelbert --out $@ $(PRETRAIN)
-
-$(RUNS)/pretrained/uno-eelbert.%.pt: $(RUNS)/uno-eelbert.mlm.pt
+# The stem names the run: CONFIG.TASK.lrLR.sSEED.
+$(ZOO)/%.pt: | $(STAMP)
 	mkdir -p $(@D)
-	$(EE) train finetune --init $< --task $* --out $@ --steps $(STEPS_$*) $(FINETUNE)
+	set -- $(subst ., ,$*); OMP_NUM_THREADS=1 $(EE) train finetune --init $$1 --task $$2 \
+	  --lr $${3#lr} --seed $${4#s} --steps $(STEPS_$(word 2,$(subst ., ,$*))) $(FINETUNE) \
+	  --out $@ 2> $(@:.pt=.log)
 
-$(RUNS)/specs/%.json:
-	mkdir -p $(@D)
-	echo '$(SPEC_$*)' > $@
-
-# The variant and the task from the stem, e.g. orders2.sentiment.
-$(RUNS)/scratch/uno-eelbert-%.pt: $(SPECS) | $(STAMP)
-	mkdir -p $(@D)
-	$(EE) train finetune --init uno-eelbert $(VARIANT_$(basename $*)) \
-	  --task $(subst .,,$(suffix $*)) --out $@ \
-	  --steps $(STEPS_$(subst .,,$(suffix $*))) $(FINETUNE)
-
-$(RUNS)/scratch/%.sentiment.pt: | $(STAMP)
-	mkdir -p $(@D)
-	$(EE) train finetune --init $* --task sentiment --out $@ --steps $(STEPS_sentiment) $(FINETUNE)
-
-$(RUNS)/scratch/%.boolq.pt: | $(STAMP)
-	mkdir -p $(@D)
-	$(EE) train finetune --init $* --task boolq --out $@ --steps $(STEPS_boolq) $(FINETUNE)
-
-zoo: $(PRETRAINED) $(SCRATCH)
-	cp $(RUNS)/pretrained/uno-eelbert.sentiment.pt models/uno-eelbert-sentiment.pt
-	cp $(RUNS)/scratch/eelbert-tiny.sentiment.pt models/eelbert-tiny-sentiment.pt
-	for m in uno-eelbert eelbert-tiny; do \
+zoo: $(ZOO_RUNS)
+	$(EE) compare --runs $(ZOO) --json $(ZOO)/comparison.json | tee $(ZOO)/comparison.md
+	$(BIN)/python -c 'import json, shutil, sys; rows = json.load(open(sys.argv[1]))["rows"]; \
+	  [shutil.copy(rows[m]["sentiment"]["path"], f"models/{m}-sentiment.pt") \
+	   for m in sys.argv[2:]]' $(ZOO)/comparison.json $(SHIP)
+	for m in $(SHIP); do \
 	  $(EE) card models/$$m-sentiment.pt --task sentiment > models/$$m-sentiment.md; done
-	$(EE) compare --runs $(RUNS) | tee $(RUNS)/comparison.md

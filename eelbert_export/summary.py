@@ -22,7 +22,7 @@ def parameter_group(name: str, module: nn.Module) -> str:
         return "MLM head (training only)"
     if isinstance(module, nn.LayerNorm):
         return "LayerNorm"
-    if parts[:3] == ["encoder", "embeddings", "word"]:
+    if parts[:2] == ["encoder", "embeddings"] and parts[2] in ("word", "ngrams", "project"):
         return "word embeddings (table)"
     if parts[:2] == ["encoder", "embeddings"]:
         return "position/type embeddings"
@@ -69,11 +69,18 @@ def format_summary(title: str, s: dict) -> str:
         lines.append(f"  {g['group']:<28}{g['params']:>12,}{g['fp32_bytes']:>14,}")
     lines.append(f"  {'total (deployable)':<28}{s['params']:>12,}{s['fp32_bytes']:>14,}"
                  f"   ({s['fp32_bytes'] / 1e6:.3f} MB)")
-    if s["hash_constants"]:
-        k, h = s["hash_constants"], s["hash_spec"]
+    h = s["hash_spec"]
+    projected = f", projected to {c['hidden']}" if h and h["dim"] != c["hidden"] else ""
+    if h:
         lines.append(f"  hash: {h['variant']} v{h['version']}, n-gram orders 1-{h['orders']}, "
                      f"max_chars {h['max_chars']}, moduli {h['moduli']}, bases {h['bases']}, "
-                     f"buckets {h['buckets']}, seed {h['seed']}")
-        lines.append(f"  hash constants: {k['count']} {k['dtype']} multipliers and offsets "
-                     f"({k['bytes']:,} bytes, derived from the spec, not stored in checkpoints)")
+                     f"seed {h['seed']}")
+    if h and h.get("table"):
+        lines.append(f"  n-gram table: {h['table']:,} rows x {h['dim']} (+ padding row), "
+                     f"{h['probes']} rows per n-gram, averaged{projected}")
+    elif s["hash_constants"]:
+        k = s["hash_constants"]
+        lines.append(f"  fixed projection: {h['dim']} dims, buckets {h['buckets']}; "
+                     f"{k['count']} {k['dtype']} multipliers and offsets ({k['bytes']:,} bytes, "
+                     f"derived from the spec, not stored in checkpoints){projected}")
     return "\n".join(lines)

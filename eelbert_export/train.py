@@ -27,7 +27,7 @@ from eelbert_export import checkpoint
 from eelbert_export.checkpoint import Checkpoint, new_model
 from eelbert_export.errors import InputError
 from eelbert_export.files import atomic_path, check_writable
-from eelbert_export.hashing import HashEmbedding, HashSpec
+from eelbert_export.hashing import HashSpec, hash_stage
 from eelbert_export.model import Classifier, MaskedLM, ModelConfig
 from eelbert_export.text import CLS, SEP, TextEncoder, TextSpec, vocabulary
 
@@ -46,6 +46,7 @@ class Recipe:
     seed: int = 0
     seq: int = 128
     checkpoint_every: int = 200
+    eval_every: int = 250  # fine-tuning: dev checks between epoch ends, for model selection
 
 
 def machine() -> str:
@@ -67,17 +68,17 @@ def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.AdamW:
 
 
 @functools.lru_cache(maxsize=4)
-def vocabulary_embeddings(spec: HashSpec) -> torch.Tensor:
-    """The shipped vocabulary's hash embeddings, computed once per spec and process."""
-    module = HashEmbedding(spec)
+def vocabulary_stage(spec: HashSpec) -> torch.Tensor:
+    """The hash stage's outputs for the shipped vocabulary, computed once per spec and process."""
+    module = hash_stage(spec)
     module.cache_vocabulary(vocabulary())
     return module.vocab_cache
 
 
 def cache_vocabulary(model: nn.Module) -> None:
-    word = model.encoder.embeddings.word
-    if isinstance(word, HashEmbedding):
-        word.vocab_cache = vocabulary_embeddings(word.spec)
+    spec = model.encoder.hash_spec
+    if spec is not None:
+        model.encoder.embeddings.word.vocab_cache = vocabulary_stage(spec)
 
 
 # --- pretraining ---------------------------------------------------------------------------------
@@ -269,8 +270,12 @@ def predict_logits(model: Classifier, encoder: TextEncoder, data: Examples) -> n
 
 
 def metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy, and F1: of the second label for two labels (spam, fresh, true), else macro."""
+    """Accuracy; balanced accuracy (the mean recall of the labels: model selection uses it, since
+    label balance differs between splits); F1 of the second label for two labels (spam, fresh,
+    true), else macro."""
     predicted = logits.argmax(axis=1)
+    recalls = [float(np.mean(predicted[labels == c] == c)) for c in range(logits.shape[1])
+               if np.any(labels == c)]
     classes = [1] if logits.shape[1] == 2 else range(logits.shape[1])
     f1s = []
     for c in classes:
@@ -278,7 +283,7 @@ def metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
         wrong = int(((predicted == c) != (labels == c)).sum())
         f1s.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
     return {"examples": len(labels), "accuracy": float((predicted == labels).mean()),
-            "f1": float(np.mean(f1s))}
+            "balanced_accuracy": float(np.mean(recalls)), "f1": float(np.mean(f1s))}
 
 
 def evaluate(ckpt: Checkpoint, task, split: str) -> dict:
@@ -293,8 +298,8 @@ def evaluate(ckpt: Checkpoint, task, split: str) -> dict:
 
 def finetune(init: Checkpoint, task, out: Path, recipe: Recipe, text_spec: TextSpec,
              provenance: dict) -> dict:
-    """Train a classifier from ``init``'s encoder on a ``tasks.TaskData``; keep the epoch with
-    the best dev accuracy."""
+    """Train a classifier from ``init``'s encoder on a ``tasks.TaskData``; keep the weights with
+    the best dev balanced accuracy, checked every ``recipe.eval_every`` steps and at the end."""
     check_writable(out)
     labels = task.labels
     train, dev = examples(task.train, labels), examples(task.dev, labels)
@@ -306,40 +311,43 @@ def finetune(init: Checkpoint, task, out: Path, recipe: Recipe, text_spec: TextS
     encoder = TextEncoder(text_spec, init.hash_spec.max_chars if init.hash_spec else 1)
     optimizer = optimizer_for(model, recipe)
     per_epoch = math.ceil(len(train.texts) / recipe.batch)
-    epochs = max(1, math.ceil(recipe.steps / per_epoch))
+    epochs = math.ceil(recipe.steps / per_epoch)
     scheduler = schedule(optimizer, recipe)
-    best, history, step, t0, tokens = None, [], 0, time.perf_counter(), 0
+    best, history, t0, tokens = None, [], time.perf_counter(), 0
     bar = tqdm(total=recipe.steps, desc="finetune", file=sys.stderr, dynamic_ncols=True)
-    for epoch in range(epochs):
-        order = np.random.default_rng([recipe.seed, epoch]).permutation(len(train.texts))
-        model.train()
-        for i in range(0, len(order), recipe.batch):
-            if step == recipe.steps:
-                break
-            pick = order[i:i + recipe.batch]
-            pairs = [train.pairs[j] for j in pick] if train.pairs is not None else None
-            inputs = model_inputs(model, encoder, [train.texts[j] for j in pick], pairs)
-            torch.manual_seed(recipe.seed * 1_000_003 + step)
-            loss = F.cross_entropy(model(*inputs), torch.from_numpy(train.labels[pick]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            tokens += int(inputs[1].sum())
-            bar.set_postfix(loss=f"{loss.item():.3f}",
-                            tok_s=f"{tokens / (time.perf_counter() - t0):,.0f}", refresh=False)
-            bar.update()
+    for step in range(recipe.steps):
+        epoch, index = divmod(step, per_epoch)
+        if index == 0:
+            order = np.random.default_rng([recipe.seed, epoch]).permutation(len(train.texts))
+            model.train()
+        pick = order[index * recipe.batch:(index + 1) * recipe.batch]
+        pairs = [train.pairs[j] for j in pick] if train.pairs is not None else None
+        inputs = model_inputs(model, encoder, [train.texts[j] for j in pick], pairs)
+        torch.manual_seed(recipe.seed * 1_000_003 + step)
+        loss = F.cross_entropy(model(*inputs), torch.from_numpy(train.labels[pick]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        tokens += int(inputs[1].sum())
+        bar.set_postfix(loss=f"{loss.item():.3f}",
+                        tok_s=f"{tokens / (time.perf_counter() - t0):,.0f}", refresh=False)
+        bar.update()
+        done = step + 1
+        if done % recipe.eval_every and done != recipe.steps:
+            continue
         dev_metrics = metrics(predict_logits(model, encoder, dev), dev.labels)
-        history.append({"epoch": epoch + 1, "step": step, "loss": loss.item(), **dev_metrics})
-        if best is None or dev_metrics["accuracy"] > best[0]["accuracy"]:
-            best = (dev_metrics, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
+        model.train()
+        history.append({"step": done, "epoch": epoch + 1, "loss": loss.item(), **dev_metrics})
+        if best is None or dev_metrics["balanced_accuracy"] > best[0]["balanced_accuracy"]:
+            best = (dev_metrics, {k: v.clone() for k, v in model.state_dict().items()}, done)
     bar.close()
     elapsed = time.perf_counter() - t0
     model.load_state_dict(best[1])
-    report = {"steps": step, "epochs": epochs, "batch": recipe.batch, "lr": recipe.lr,
-              "seed": recipe.seed, "best_epoch": best[2], "dev": best[0], "history": history,
+    report = {"steps": recipe.steps, "epochs": epochs, "batch": recipe.batch, "lr": recipe.lr,
+              "seed": recipe.seed, "eval_every": recipe.eval_every, "best_step": best[2],
+              "dev": best[0], "history": history,
               "train_seconds": round(elapsed, 1),
               "tokens_per_second": round(tokens / max(elapsed, 1e-9)), "hardware": machine()}
     checkpoint.save(out, Checkpoint(model.eval(), text_spec, labels,

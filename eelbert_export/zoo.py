@@ -20,5 +20,6 @@ def vocab_path() -> Path:
 
 
 def default_model() -> Path:
-    """The product's default model: UNO-EELBERT fine-tuned on Rotten Tomatoes sentiment."""
-    return models_dir() / "uno-eelbert-sentiment.pt"
+    """The product's default model: UNO-EELBERT with an n-gram table, fine-tuned on Rotten
+    Tomatoes sentiment (chosen by the zoo's comparison, docs/models.md)."""
+    return models_dir() / "uno-eelbert-ngrams-sentiment.pt"

@@ -58,9 +58,15 @@ def test_float32_groups_hold_the_checkpoints_parameters(artifacts):
         for name in EXACT_GROUPS:
             assert groups[name]["values"] == want[name]["values"], (suffix, name)
         assert groups["position/type embeddings"]["values"] >= 128 * 128, suffix
-        assert 0 < groups["word embedding"]["bytes"] < 3000, suffix
+        # The word embedding: the checkpoint's table and projection (if any) plus the hash's
+        # few hundred int32 constants, never a vocabulary table.
+        table = want["word embedding"]["values"] if "word embedding" in want else 0
+        assert groups["word embedding"]["values"] >= table, suffix
+        assert 0 < groups["word embedding"]["bytes"] - 4 * table < 3000, suffix
+        # Unnamed leftovers: Core ML's folded token-type row and the zero bias coremltools
+        # gives the bias-free projection, 128 floats each.
         assert "other constants" not in groups or \
-            groups["other constants"]["bytes"] <= 512, suffix
+            groups["other constants"]["bytes"] <= 2 * 512, suffix
 
 
 def test_compressed_weights_are_counted_at_their_stored_width(artifacts):

@@ -78,7 +78,7 @@ def corrupt(tmp_path: Path, checkpoint_path: Path, case: str) -> Path:
     elif case == "newer-format":
         torch.save(data | {"format_version": 99}, path)
     elif case == "newer-hash-spec":
-        torch.save(data | {"hash_spec": data["hash_spec"] | {"version": 2}}, path)
+        torch.save(data | {"hash_spec": data["hash_spec"] | {"version": 3}}, path)
     elif case == "newer-text-spec":
         torch.save(data | {"text_spec": data["text_spec"] | {"version": 5}}, path)
     elif case == "wrong-shapes":
@@ -101,7 +101,7 @@ def corrupt(tmp_path: Path, checkpoint_path: Path, case: str) -> Path:
     ("plain-state-dict", "not an eelbert-export checkpoint"),
     ("pickled-code", "safe loader refuses"),
     ("newer-format", "format version 99 is newer"),
-    ("newer-hash-spec", "hash spec version 2 is newer"),
+    ("newer-hash-spec", "hash spec version 3 is newer"),
     ("newer-text-spec", "text spec version 5 is newer"),
     ("wrong-shapes", "weights do not match the config: encoder.layers.0.intermediate.weight"),
     ("missing-field", "damaged checkpoint"),

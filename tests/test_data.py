@@ -49,7 +49,7 @@ def card_figure(name: str) -> float:
     return float(re.search(r"test accuracy: ([0-9.]+)", text).group(1))
 
 
-@pytest.mark.parametrize("name", ["uno-eelbert-sentiment", "eelbert-tiny-sentiment"])
+@pytest.mark.parametrize("name", ["uno-eelbert-ngrams-sentiment", "uno-eelbert-sentiment"])
 def test_shipped_models_reproduce_their_cards(prepared, name):
     path = models_dir() / f"{name}.pt"
     result = CliRunner().invoke(main, ["evaluate", str(path), "--task", "sentiment", "--split",
@@ -59,7 +59,7 @@ def test_shipped_models_reproduce_their_cards(prepared, name):
 
 
 def test_default_model_is_uno_eelbert_within_budget(prepared):
-    path = models_dir() / "uno-eelbert-sentiment.pt"
+    path = models_dir() / "uno-eelbert-ngrams-sentiment.pt"
     assert path.stat().st_size <= 1_200_000
     result = CliRunner().invoke(main, ["evaluate", "--task", "sentiment", "--data",
                                        str(prepared)])  # no MODEL: the default one

@@ -14,6 +14,8 @@ from eelbert_export.hashing import (
     PAPER_SPEC,
     HashEmbedding,
     HashSpec,
+    NgramBuckets,
+    bucket_reference,
     embed_reference,
     token_codes,
 )
@@ -100,7 +102,10 @@ def test_spec_json_round_trip():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"version": 2}, "newer than this eelbert-export supports"),
+    ({"version": 3}, "newer than this eelbert-export supports"),
+    ({"version": 1, "table": 100}, "version 1 spec has no n-gram table"),
+    ({"table": 100, "probes": 4}, "probes in 1..3"),
+    ({"table": -1}, "table must be non-negative"),
     ({"variant": "fancy"}, "variant"),
     ({"buckets": 60000}, "past 2147483647"),
     ({"bases": [50000, 3]}, "every base"),
@@ -182,3 +187,32 @@ def test_projection_is_congruent_and_stays_in_range(spec):
         assert (partial - expected) % spec.buckets == 0
     if spec.variant == "portable":
         assert spec.grams * spec.half < 2**24  # float32 sums of integers stay exact
+
+
+TABLE_SPECS = [HashSpec(table=3900, dim=32), HashSpec(table=7, probes=3, orders=4, max_chars=8),
+               HashSpec(table=1000, probes=1)]
+
+
+@pytest.mark.parametrize("spec", TABLE_SPECS, ids=["default", "tiny-table", "one-probe"])
+def test_table_ids_equal_reference(spec):
+    """The n-gram table's row ids: torch (batched, padded) equals the Python-integer reference,
+    every id lies in 1..table, and exactly the dead n-gram slots pick padding row 0."""
+    tokens = random_tokens(300, seed=spec.table)
+    codes = torch.from_numpy(token_codes(tokens, spec.max_chars))
+    ids = NgramBuckets(spec)(codes[None])[0].numpy()
+    want = bucket_reference(tokens, spec)
+    np.testing.assert_array_equal(ids, want)
+    assert ids.dtype == np.int32 and ids.shape == (len(tokens), *spec.stage_shape())
+    assert ids.min() >= 0 and ids.max() <= spec.table
+    live = [min(len(t), spec.max_chars) + 2 for t in tokens]  # n-grams of order 1 per token
+    assert [int((row[:spec.grams] > 0).all(axis=1).sum()) for row in ids] == live
+
+
+def test_version_1_specs_still_read():
+    """Checkpoints written before the n-gram table (spec version 1) load as the fixed hash."""
+    old = HashSpec().to_dict() | {"version": 1}
+    del old["table"], old["probes"]
+    spec = HashSpec.from_dict(old)
+    assert spec.version == 1 and spec.table == 0
+    np.testing.assert_array_equal(bits(embed_reference(["hello"], spec)),
+                                  bits(embed_reference(["hello"], HashSpec())))

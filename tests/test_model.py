@@ -32,9 +32,10 @@ def encoder():
 def test_named_configs_follow_the_paper():
     configs = named_configs()
     assert set(configs) == {"eelbert-base", "eelbert-mini", "eelbert-tiny", "uno-eelbert",
-                            "bert-tiny", "bert-mini"}
+                            "uno-eelbert-wide", "uno-eelbert-ngrams", "bert-tiny", "bert-mini"}
     uno, tiny = summarize(build("uno-eelbert")), summarize(build("bert-tiny"))
     assert uno["fp32_bytes"] <= 1_200_000  # UNO-EELBERT's 1.2 MB
+    assert summarize(build("uno-eelbert-ngrams"))["fp32_bytes"] <= 1_200_000
     assert 4.3e6 < tiny["params"] < 4.45e6  # BERT-tiny's 4.4 M
     assert tiny["fp32_bytes"] / uno["fp32_bytes"] >= 14
 
@@ -84,5 +85,8 @@ def test_config_validation():
         ModelConfig(name="x", layers=1, hidden=130, heads=4, ffn=8)
     with pytest.raises(SpecError, match="embedding"):
         ModelConfig(name="x", layers=1, hidden=8, heads=2, ffn=8, embedding="lookup")
-    with pytest.raises(SpecError, match="hash spec whose dim"):
-        Classifier(named_configs()["uno-eelbert"], HashSpec(dim=64))
+    with pytest.raises(SpecError, match="needs a hash spec"):
+        Classifier(named_configs()["uno-eelbert"], None)
+    # A hash narrower or wider than the model is projected to its hidden size.
+    projected = Classifier(named_configs()["uno-eelbert"], HashSpec(dim=64))
+    assert projected.encoder.embeddings.project.weight.shape == (128, 64)

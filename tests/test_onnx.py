@@ -10,7 +10,7 @@ from eelbert_export import checkpoint
 from eelbert_export.exporters import onnx as onnx_format
 from eelbert_export.zoo import default_model
 
-from .exports import assert_hash_stage_exact, export_modes, run, sidecar
+from .exports import STEM, assert_hash_stage_exact, export_modes, run, sidecar
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def exported(tmp_path_factory):
 
 
 def test_float32_artifact_is_exact_and_described(exported):
-    path = exported / "uno-eelbert-sentiment.onnx"
+    path = exported / f"{STEM}.onnx"
     info = sidecar(path)
     check = info["verification"]
     assert check["passed"] and check["max_abs_diff"] <= 1e-4 and check["label_agreement"] == 1
@@ -36,7 +36,7 @@ def test_float32_artifact_is_exact_and_described(exported):
 
 
 def test_graph_uses_default_domain_and_int32_inputs(exported):
-    model = onnx.load(str(exported / "uno-eelbert-sentiment.onnx"))
+    model = onnx.load(str(exported / f"{STEM}.onnx"))
     assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}
     elem = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
     assert elem == {"token_codes": onnx.TensorProto.INT32,
@@ -48,16 +48,16 @@ def test_graph_uses_default_domain_and_int32_inputs(exported):
 
 @pytest.mark.parametrize("mode", ["int8", "fp16"])
 def test_reduced_precision_artifacts(exported, mode):
-    path = exported / f"uno-eelbert-sentiment.{mode}.onnx"
+    path = exported / f"{STEM}.{mode}.onnx"
     check = sidecar(path)["verification"]
     assert check["passed"] and check["label_agreement"] >= 0.99 and check["cosine"] >= 0.999
     assert check["hash_stage"]["bit_exact"]
-    assert path.stat().st_size < 0.6 * (exported / "uno-eelbert-sentiment.onnx").stat().st_size
+    assert path.stat().st_size < 0.6 * (exported / f"{STEM}.onnx").stat().st_size
 
 
-@pytest.mark.parametrize("name", ["uno-eelbert-sentiment.onnx",
-                                  "uno-eelbert-sentiment.int8.onnx",
-                                  "uno-eelbert-sentiment.fp16.onnx"])
+@pytest.mark.parametrize("name", [f"{STEM}.onnx",
+                                  f"{STEM}.int8.onnx",
+                                  f"{STEM}.fp16.onnx"])
 def test_hash_stage_is_bit_exact_on_adversarial_strings(exported, name):
     assert_hash_stage_exact(onnx_format, exported / name, seed=11)
 
@@ -66,19 +66,19 @@ def test_predict_agrees_between_pytorch_and_onnx(exported, tmp_path):
     texts = tmp_path / "texts.csv"
     texts.write_text("text,other\nA triumph of style and heart.,x\nTedious and flat.,y\n,z\n")
     outputs = []
-    for target in (default_model(), exported / "uno-eelbert-sentiment.onnx"):
+    for target in (default_model(), exported / f"{STEM}.onnx"):
         result = run("predict", target, "--file", texts, "--json")
         assert result.exit_code == 0, result.output
         outputs.append([json.loads(line) for line in result.stdout.splitlines()])
     assert [r["label"] for r in outputs[0]] == [r["label"] for r in outputs[1]]
     np.testing.assert_allclose([r["logits"] for r in outputs[0]],
                                [r["logits"] for r in outputs[1]], atol=1e-4)
-    plain = run("predict", exported / "uno-eelbert-sentiment.int8.onnx", "What a film!")
+    plain = run("predict", exported / f"{STEM}.int8.onnx", "What a film!")
     assert plain.exit_code == 0 and plain.stdout.split("\t")[0] in ("rotten", "fresh")
 
 
 def test_existing_artifact_is_kept_without_force(exported):
-    path = exported / "uno-eelbert-sentiment.onnx"
+    path = exported / f"{STEM}.onnx"
     before = path.read_bytes()
     result = run("onnx", "-o", exported)
     assert result.exit_code == 2 and "already exists (use --force" in result.stderr
@@ -136,7 +136,7 @@ def test_predict_bad_input(tmp_path):
 def test_narrower_token_codes(tmp_path):
     result = run("onnx", "-o", tmp_path, "--max-chars", "12", "--data", tmp_path / "no-data")
     assert result.exit_code == 0, result.output
-    info = sidecar(tmp_path / "uno-eelbert-sentiment.onnx")
+    info = sidecar(tmp_path / f"{STEM}.onnx")
     assert info["max_chars"] == 12 and info["inputs"][0]["shape"] == ["batch", "seq", 12]
     assert info["hash_spec"]["max_chars"] == 12 and info["verification"]["passed"]
 
@@ -144,7 +144,7 @@ def test_narrower_token_codes(tmp_path):
 def test_hidden_state_output(tmp_path):
     result = run("onnx", "-o", tmp_path, "--output", "hidden", "--data", tmp_path / "no-data")
     assert result.exit_code == 0, result.output
-    info = sidecar(tmp_path / "uno-eelbert-sentiment.hidden.onnx")
+    info = sidecar(tmp_path / f"{STEM}.hidden.onnx")
     assert info["outputs"] == [{"name": "last_hidden_state", "dtype": "float32",
                                 "shape": ["batch", "seq", 128]}]
     assert info["verification"]["passed"] and info["verification"]["max_abs_diff"] <= 1e-4

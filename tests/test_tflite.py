@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from eelbert_export import audit
 from eelbert_export.errors import VerificationError
 from eelbert_export.exporters import tflite
 from eelbert_export.predict import load_predictor
@@ -51,8 +52,15 @@ def test_reduced_precision_models(exported, mode):
     assert check["hash_stage"]["bit_exact"]
 
 
-def test_dynamic_range_int8_size(exported):
-    assert tflite.size(exported / artifact("int8", ".tflite"))["bytes"] <= 400_000
+def test_sizes_within_budgets(exported):
+    """Every file within its budget in pyproject.toml (the size report's limits), int8 at most
+    0.36x the float32 file."""
+    def size(mode):
+        return tflite.size(exported / artifact(mode, ".tflite"))["bytes"]
+    rules = audit.budgets()
+    for mode in MODES:
+        assert size(mode) <= audit.limit_for(artifact(mode, ".tflite"), rules), mode
+    assert size("int8") < 0.36 * size("none")
 
 
 @pytest.mark.parametrize("mode", ["none", "int8", "int8-full"])

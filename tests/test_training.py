@@ -187,3 +187,39 @@ def test_torchrun_data_parallel(corpus, tmp_path):
          "8", "--seq", "32"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert checkpoint.load(out).provenance["pretraining"]["processes"] == 2
+
+
+def test_ngram_table_model_pretrains(corpus, tmp_path):
+    """The MLM head scores against the vocabulary's word vectors, here computed from the
+    n-gram table (trainable) instead of a fixed cache."""
+    config = named_configs()["uno-eelbert-ngrams"]
+    spec = default_hash_spec(config)
+    out = tmp_path / "mlm.pt"
+    train.pretrain(config, spec, corpus, out, train.Recipe(steps=40, **RECIPE))
+    torch.manual_seed(0)
+    before = fixed_batch_loss(checkpoint.new_model("mlm", config, spec), corpus)
+    after = fixed_batch_loss(checkpoint.load(out).model, corpus)
+    assert after < before - 1.0, (before, after)
+
+
+@pytest.mark.parametrize("config", ["uno-eelbert-ngrams", "uno-eelbert-wide"])
+def test_variant_finetunes_selects_on_dev_and_reloads(tmp_path, config):
+    """Dev is checked every --eval-every steps and at the end; the kept weights are those with
+    the best dev balanced accuracy, and the saved model reproduces that figure."""
+    out = tmp_path / "clf.pt"
+    task = f"csv:{FIXTURES / 'sentiment.csv'}"
+    result = CliRunner().invoke(main, ["train", "finetune", "--init", config, "--task", task,
+                                       "--out", str(out), "--steps", "25", "--batch", "16",
+                                       "--eval-every", "10", "--lr", "1e-3"])
+    assert result.exit_code == 0, result.output
+    ckpt = checkpoint.load(out)
+    assert ckpt.config.name == config and ckpt.hash_spec == default_hash_spec(ckpt.config)
+    report = ckpt.provenance["finetuning"]
+    history = report["history"]
+    assert [h["step"] for h in history] == [10, 20, 25]
+    best = max(history, key=lambda h: h["balanced_accuracy"])
+    assert report["best_step"] == best["step"] and report["dev"]["accuracy"] == best["accuracy"]
+    dev = CliRunner().invoke(main, ["evaluate", str(out), "--task", task, "--split", "dev",
+                                    "--json"])
+    assert dev.exit_code == 0, dev.output
+    assert json.loads(dev.stdout)["accuracy"] == report["dev"]["accuracy"]

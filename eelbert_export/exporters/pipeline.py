@@ -22,7 +22,7 @@ from eelbert_export import __version__, checkpoint
 from eelbert_export.data import sha256_file
 from eelbert_export.errors import InputError, SpecError, VerificationError
 from eelbert_export.files import atomic_path, check_writable
-from eelbert_export.hashing import HashEmbedding, embed_reference, token_codes
+from eelbert_export.hashing import hash_stage, stage_reference, token_codes
 from eelbert_export.model import Classifier
 from eelbert_export.tasks import TASKS, load_task
 from eelbert_export.train import Examples, batches, examples
@@ -180,7 +180,7 @@ def verify_hash(fmt, path: Path, ckpt: checkpoint.Checkpoint) -> dict:
     spec = ckpt.hash_spec
     codes = token_codes(tokens, spec.max_chars)[None]
     got = fmt.hash_runner(path)(codes)[0]
-    want = embed_reference(tokens, spec)
+    want = stage_reference(tokens, spec)
     equal = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
     return {"tokens": len(tokens), "bit_exact": equal,
             "mismatched_values": int((got.view(np.uint32) != want.view(np.uint32)).sum())}
@@ -331,7 +331,7 @@ def resize_hash(ckpt: checkpoint.Checkpoint, max_chars: int) -> None:
     sidecar records; accuracy is reported when the dev split is prepared)."""
     spec = dataclasses.replace(ckpt.hash_spec, max_chars=max_chars)
     ckpt.model.encoder.hash_spec = spec
-    ckpt.model.encoder.embeddings.word = HashEmbedding(spec)
+    ckpt.model.encoder.embeddings.word = hash_stage(spec)
 
 
 def trim_positions(ckpt: checkpoint.Checkpoint) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -30,14 +31,21 @@ NAME = "tflite"
 SUFFIX = ".tflite"
 FOLDER = False
 QUANTIZATIONS = ("none", "fp16", "int8", "int8-weights", "int8-full")
-HASH_TENSORS = "HashEmbedding_word"  # how litert-torch names the hash module's tensors
+# How litert-torch names the hash stage's tensors: the fixed hash, or the n-gram table's ids.
+HASH_TENSORS = "(HashEmbedding|NgramBuckets)_word"
 # int8-full quantizes activations too: on the default model's dev split its logits reach
-# cosine 0.988 (label agreement 99.0%), so it is held to its own stated floor (README).
+# cosine 0.998 (label agreement 99.3%; the fixed-hash model's 0.988), so it is held to its own
+# stated floor (docs/tflite.md).
 MIN_COSINE = {"int8-full": 0.98}
-# Left out of int8-full's activation quantization: the hash stage (exactness), the attention
-# scores (the -10,000 mask bias would take the whole int8 range: cosine 0.67 with them
-# quantized), and the op producing the signature's output, float32 by the I/O contract.
-FLOAT_SCOPES = (HASH_TENSORS, "SelfAttention_attention;", "serving_default_.*_output")
+# Left out of int8-full's activation quantization: the hash stage (exactness), the embedding's
+# mean over a token's n-gram rows and its projection (int8 sums of ~120 rows: cosine 0.958,
+# and 98.9% label agreement with the projection quantized), the attention scores (the -10,000
+# mask bias would take the whole int8 range: cosine 0.67 with them quantized), and the op
+# producing the signature's output, float32 by the I/O contract. The n-gram table and the
+# projection keep int8 weights (WEIGHT_ONLY) with float outputs.
+FLOAT_SCOPES = (HASH_TENSORS, "Encoder_encoder/Embeddings_embeddings;", "SelfAttention_attention;",
+                "serving_default_.*_output")
+WEIGHT_ONLY = "(Embedding_ngrams|Linear_project);"
 
 
 class Named(nn.Module):
@@ -106,6 +114,7 @@ def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) ->
         for scope in FLOAT_SCOPES:
             manager.add_quantization_config(
                 f".*{scope}.*", ops, algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+        manager.add_weight_only_config(f".*{WEIGHT_ONLY}.*", ops, 8)
         chosen, what = manager.get_quantization_recipe(), (
             f"int8 weights and activations, calibrated on {len(calibration)} real texts; hash "
             "stage not quantized")
@@ -199,17 +208,20 @@ def runner(path: Path, threads: int | None = None):
 
 def hash_runner(path: Path):
     """The artifact's own hash stage: the interpreter keeps every intermediate tensor, and the
-    hash output is the widest float tensor [1, seq, width] named inside the hash module (the
-    concatenation of its n-gram orders)."""
+    hash output is the concatenation of its n-gram orders: the widest float tensor [1, seq,
+    width] named inside the fixed hash, or the int32 ids [1, seq, slots, probes] with the most
+    slots inside an n-gram table's id stage."""
     it = interpreter(path, keep_tensors=True)
     runner_ = it.get_signature_runner()
     shapes = input_shapes(path)
     seq = shapes["attention_mask"][1]
-    floats = [t for t in it.get_tensor_details()
-              if HASH_TENSORS in t["name"] and t["dtype"] == np.float32 and len(t["shape"]) == 3
-              and t["shape"][1] == seq]
-    width = max((t["shape"][2] for t in floats), default=0)
-    outputs = [t for t in floats if t["shape"][2] == width]
+    named = [t for t in it.get_tensor_details() if re.search(HASH_TENSORS, t["name"])
+             and len(t["shape"]) > 2 and t["shape"][1] == seq]
+    ids = [t for t in named if "NgramBuckets" in t["name"] and t["dtype"] == np.int32
+           and len(t["shape"]) == 4]
+    stage = ids or [t for t in named if t["dtype"] == np.float32 and len(t["shape"]) == 3]
+    width = max((t["shape"][2] for t in stage), default=0)
+    outputs = [t for t in stage if t["shape"][2] == width]
     if len(outputs) != 1:
         raise VerificationError(f"{path.name}: cannot find the hash stage's output "
                                 f"({len(outputs)} candidates)")
@@ -228,7 +240,9 @@ def hash_runner(path: Path):
 
 
 def tensors(path: Path) -> list[Tensor]:
-    """The flatbuffer's non-empty buffers, each named by the first tensor that uses it."""
+    """The flatbuffer's non-empty buffers, each named by the first tensor that uses it, with
+    the tensor's quantization parameters (per-channel scales and zero points are stored
+    beside the buffer: 12 bytes a row of the int8 n-gram table)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -244,8 +258,18 @@ def tensors(path: Path) -> list[Tensor]:
             name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
             count = int(np.prod(tensor.shape)) if tensor.shape is not None else 0
             found.append(Tensor(name, dtypes.get(tensor.type, str(tensor.type)), count,
-                                len(data)))
+                                len(data) + quantization_bytes(tensor.quantization)))
     return found
+
+
+def quantization_bytes(quantization) -> int:
+    """Bytes of a tensor's stored quantization vectors (float32 scale/min/max, int64 zero
+    points)."""
+    if quantization is None:
+        return 0
+    sizes = {"scale": 4, "min": 4, "max": 4, "zeroPoint": 8}
+    return sum(width * len(getattr(quantization, field))
+               for field, width in sizes.items() if getattr(quantization, field) is not None)
 
 
 size, move = file_size, move_file
