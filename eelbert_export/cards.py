@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +198,7 @@ def comparison_table(result: dict) -> str:
     lines.append("| TF-IDF word 1-2 + logistic regression (scikit-learn) | " + " | ".join(
         f"{result['tfidf'][t]:.3f}" for t in TASKS) + " | - | - | - | - | - |")
     se = ", ".join(f"{t} {100 * (0.25 / n[t]) ** 0.5:.1f}" for t in TASKS)
-    return "\n".join(lines) + (f"\n\nOne test-set standard error at 50% accuracy, in points: "
-                               f"{se}. ± is half the range over seeds. Latency: median of "
-                               f"{result['timing_runs']} interleaved runs in onnxruntime.\n")
+    note = textwrap.fill(f"One test-set standard error at 50% accuracy, in points: {se}. ± is "
+                         f"half the range over seeds. Latency: median of "
+                         f"{result['timing_runs']} interleaved runs in onnxruntime.", 96)
+    return "\n".join(lines) + f"\n\n{note}\n"
