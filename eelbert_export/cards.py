@@ -123,7 +123,8 @@ def comparison(runs: Path, data_dir: Path, timing_runs: int = 200) -> dict:
         accs = [evaluate(checkpoint.load(p), tasks[task], "test")["accuracy"] for p in paths]
         rows.setdefault(row, {})[task] = {"lr": float(lr), "seeds": len(accs),
                                           "accuracy": float(np.mean(accs)),
-                                          "spread": float(np.ptp(accs)), "runs": len(by_lr),
+                                          "spread": float(np.ptp(accs)),
+                                          "lrs_tried": sorted(map(float, by_lr)),
                                           "path": str(paths[0])}
     with tempfile.TemporaryDirectory() as tmp:
         jobs = []
