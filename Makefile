@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo size-report bench clean
+.PHONY: install test lint demo size-report bench clean schema
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: $(STAMP)
 	  --json $(BENCH)/latency.json | tee $(BENCH)/latency.md
 	$(BIN)/eelbert-export hash-cost -o $(BENCH) --json $(BENCH)/hash-cost.json \
 	  | tee $(BENCH)/hash-cost.md
+
+# The sidecar's JSON Schema, from contract.Sidecar (tests check the committed copy is current).
+schema: $(STAMP)
+	$(BIN)/python -c "from eelbert_export.contract import json_schema; print(json_schema(), end='')" \
+	  > docs/sidecar.schema.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build

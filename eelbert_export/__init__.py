@@ -1,8 +1,7 @@
-"""eelbert-export: tiny EELBERT text models with a portable hash embedding, ready for devices."""
+"""eelbert-export: tiny EELBERT text models with a portable hash embedding, ready for devices.
+The package root imports nothing heavy: the command line and ``predict`` on an ONNX or TFLite
+file start without torch."""
 
 from importlib.metadata import version
 
-from eelbert_export.hashing import HashEmbedding, HashSpec, embed_reference
-
 __version__ = version("eelbert-export")
-__all__ = ["HashEmbedding", "HashSpec", "__version__", "embed_reference"]

@@ -11,14 +11,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from eelbert_export.errors import CheckpointError, SpecError
+from eelbert_export.errors import CheckpointError, InputError, SpecError
 from eelbert_export.files import atomic_path
 from eelbert_export.hashing import HashSpec
-from eelbert_export.model import Classifier, MaskedLM, ModelConfig
+from eelbert_export.model import (
+    Classifier,
+    MaskedLM,
+    ModelConfig,
+    default_hash_spec,
+    named_configs,
+)
+from eelbert_export.tasks import PAIR_TASKS
 from eelbert_export.text import TextEncoder, TextSpec
 
 FORMAT = "eelbert-export/checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 stores ``pairs``; version 1 kept it in the provenance (boolq implied it)
 KINDS = {"classifier": Classifier, "mlm": MaskedLM}
 
 
@@ -28,6 +35,7 @@ class Checkpoint:
     text_spec: TextSpec
     labels: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
+    pairs: bool = False  # takes text pairs (token_type_ids): BoolQ, a CSV with text_b
 
     @property
     def kind(self) -> str:
@@ -41,8 +49,13 @@ class Checkpoint:
     def hash_spec(self) -> HashSpec | None:
         return self.model.encoder.hash_spec
 
+    @property
+    def max_chars(self) -> int | None:
+        """The width of ``token_codes``; None for a table model, which takes token ids."""
+        return None if self.hash_spec is None else self.hash_spec.max_chars
+
     def text_encoder(self) -> TextEncoder:
-        return TextEncoder(self.text_spec, self.hash_spec.max_chars if self.hash_spec else 1)
+        return TextEncoder(self.text_spec, self.max_chars)
 
 
 def new_model(kind: str, config: ModelConfig, hash_spec: HashSpec | None,
@@ -63,6 +76,7 @@ def save(path: Path, ckpt: Checkpoint) -> None:
         "text_spec": ckpt.text_spec.to_dict(),
         "labels": list(ckpt.labels),
         "provenance": dict(ckpt.provenance),
+        "pairs": ckpt.pairs,
         "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()},
     }
     with atomic_path(path) as tmp:
@@ -105,7 +119,10 @@ def load(path: Path | str) -> Checkpoint:
         text_spec = TextSpec.from_dict(data["text_spec"])
         check_weights(model, data["state_dict"])
         model.load_state_dict(data["state_dict"])
-        return Checkpoint(model.eval(), text_spec, labels, dict(data["provenance"]))
+        provenance = dict(data["provenance"])
+        pairs = data["pairs"] if version >= 2 else \
+            provenance.get("pairs", provenance.get("task") in PAIR_TASKS)
+        return Checkpoint(model.eval(), text_spec, labels, provenance, bool(pairs))
     except (SpecError, CheckpointError) as e:
         raise type(e)(f"{path}: {e}") from None
     except (KeyError, TypeError, AttributeError) as e:
@@ -123,3 +140,24 @@ def check_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CheckpointError(f"weights do not match the config: {problems[0]}{more}")
+
+
+def model_or_config(name_or_path: str) -> tuple[str, nn.Module]:
+    """A named config (fresh weights) or a checkpoint file -> (title, model)."""
+    configs = named_configs()
+    if name_or_path in configs:
+        config = configs[name_or_path]
+        return f"{name_or_path} (config)", new_model("classifier", config,
+                                                     default_hash_spec(config))
+    path = Path(name_or_path)
+    if path.exists() or path.suffix == ".pt":
+        return str(path), load(path).model
+    raise InputError(f"{name_or_path!r} is neither a checkpoint file nor a named config "
+                     f"({', '.join(configs)})")
+
+
+def named_config(name: str) -> ModelConfig:
+    configs = named_configs()
+    if name not in configs:
+        raise InputError(f"unknown config {name!r} (one of {', '.join(configs)})")
+    return configs[name]

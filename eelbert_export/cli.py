@@ -1,5 +1,6 @@
-"""The ``eelbert-export`` command line. Typed errors become one-line messages and exit statuses
-here and nowhere else."""
+"""The ``eelbert-export`` command line: it parses, calls and prints. Typed errors become one-line
+messages and exit statuses here and nowhere else. Each command imports what it needs when it
+runs, so ``--help`` and ``predict`` on an ONNX or TFLite file start without torch."""
 
 from __future__ import annotations
 
@@ -9,36 +10,21 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
-import torch
-from tqdm import tqdm
 
-from eelbert_export import audit as sizes
-from eelbert_export import bench as timing
-from eelbert_export import checkpoint, report
-from eelbert_export import train as training
-from eelbert_export.cards import comparison, comparison_table, model_card
-from eelbert_export.collisions import format_stats, hash_stats
-from eelbert_export.data import prepare as data_prepare
+from eelbert_export.contract import OUTPUTS
 from eelbert_export.errors import EelbertError, InputError, TargetMissed, VerificationError
-from eelbert_export.exporters import FORMATS
-from eelbert_export.exporters import coreml as coreml_format
-from eelbert_export.exporters import onnx as onnx_format
-from eelbert_export.exporters import tflite as tflite_format
-from eelbert_export.exporters.pipeline import OUTPUTS, export
-from eelbert_export.files import atomic_path
-from eelbert_export.hashing import PAPER_SPEC, HashSpec
-from eelbert_export.model import default_hash_spec, named_configs
-from eelbert_export.predict import load_predictor, read_texts
-from eelbert_export.summary import format_summary, summarize
-from eelbert_export.tasks import load_task
-from eelbert_export.text import TextSpec
-from eelbert_export.zoo import default_model, vocab_path
+from eelbert_export.exporters.base import (
+    BY_NAME,
+    COREML_TARGETS,
+    OPSETS,
+    CoreMLOptions,
+    OnnxOptions,
+    TFLiteOptions,
+)
 
 # First match wins: bad input is 2, an artifact out of tolerance is 3, a missed target (or any
 # other failure) is 1.
 EXIT_STATUS = ((InputError, 2), (VerificationError, 3), (TargetMissed, 1), (EelbertError, 1))
-NAMED_SPECS = {"portable": HashSpec(), "int64": PAPER_SPEC}
 
 
 class Main(click.Group):
@@ -56,18 +42,14 @@ def main() -> None:
     """Export tiny EELBERT text models to ONNX, Core ML and TFLite."""
 
 
-def load_model(name_or_path: str):
-    """A named config (fresh weights) or a checkpoint file -> (title, model)."""
-    configs = named_configs()
-    if name_or_path in configs:
-        config = configs[name_or_path]
-        return f"{name_or_path} (config)", checkpoint.new_model(
-            "classifier", config, default_hash_spec(config))
-    path = Path(name_or_path)
-    if path.exists() or path.suffix == ".pt":
-        return str(path), checkpoint.load(path).model
-    raise InputError(f"{name_or_path!r} is neither a checkpoint file nor a named config "
-                     f"({', '.join(configs)})")
+def default_model() -> Path:
+    from eelbert_export.zoo import default_model
+
+    return default_model()
+
+
+def command_line() -> str:
+    return " ".join(["eelbert-export", *sys.argv[1:]])
 
 
 @main.command()
@@ -76,33 +58,12 @@ def load_model(name_or_path: str):
 def inspect(model_or_config: str | None, as_json: bool) -> None:
     """Layers, parameters by group, fp32 bytes and the hash spec of a checkpoint or named config
     [default: the default model]."""
-    title, model = load_model(model_or_config or str(default_model()))
+    from eelbert_export.checkpoint import model_or_config as resolve
+    from eelbert_export.reports.summary import format_summary, summarize
+
+    title, model = resolve(model_or_config or str(default_model()))
     summary = summarize(model)
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(title, summary))
-
-
-def read_spec(value: str) -> HashSpec:
-    if value in NAMED_SPECS:
-        return NAMED_SPECS[value]
-    try:
-        return HashSpec.from_json(Path(value).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read hash spec {value}: {getattr(e, 'strerror', None) or e}") \
-            from None
-
-
-def read_vocab(path: Path) -> list[str]:
-    try:
-        tokens = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
-    if not any(tokens):
-        raise InputError(f"{path}: the vocabulary is empty")
-    if any("\x00" in t for t in tokens):
-        raise InputError(f"{path}: a token contains NUL")
-    return tokens
 
 
 @main.command("hash-stats")
@@ -113,7 +74,11 @@ def read_vocab(path: Path) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def hash_stats_command(spec_name: str, vocab: Path | None, as_json: bool) -> None:
     """Collisions of the hash on a vocabulary; exits 1 if a target is missed."""
-    stats = hash_stats(read_vocab(vocab or vocab_path()), read_spec(spec_name))
+    from eelbert_export.collisions import format_stats, hash_stats, read_vocab
+    from eelbert_export.hashing import load_spec
+    from eelbert_export.zoo import vocab_path
+
+    stats = hash_stats(read_vocab(vocab or vocab_path()), load_spec(spec_name))
     click.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))
     if not stats["passed"]:
         raise TargetMissed("the hash spec misses its collision targets")
@@ -128,7 +93,9 @@ def data() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 def prepare(out: Path) -> None:
     """Download the sources and build the corpus and task splits; check the manifest."""
-    manifest = data_prepare(out, lambda m: click.echo(m, err=True))
+    from eelbert_export.data import prepare as prepare_data
+
+    manifest = prepare_data(out, lambda m: click.echo(m, err=True))
     corpus = manifest["corpus"]["files"]["corpus/train.txt"]
     click.echo(f"corpus: {corpus['lines']:,} paragraphs, {corpus['bytes'] / 1e6:.1f} MB")
     for name, info in manifest["tasks"].items():
@@ -157,10 +124,6 @@ def recipe_options(steps: int, batch: int, lr: float):
     return wrap
 
 
-def command_line() -> str:
-    return " ".join(["eelbert-export", *sys.argv[1:]])
-
-
 @train.command()
 @click.option("--config", "config_name", required=True, help="A named config.")
 @click.option("--hash", "hash_name", default="portable", show_default=True,
@@ -176,20 +139,18 @@ def command_line() -> str:
 def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume, steps, batch,
              lr, seed) -> None:
     """Masked-language-model pretraining (torchrun --nproc-per-node N for data-parallel)."""
+    from eelbert_export import train as training
+    from eelbert_export.checkpoint import named_config
+    from eelbert_export.hashing import load_spec
+    from eelbert_export.model import default_hash_spec
+
     config = named_config(config_name)
-    spec = default_hash_spec(config, read_spec(hash_name))
+    spec = default_hash_spec(config, load_spec(hash_name))
     recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed, seq=seq,
-                    checkpoint_every=checkpoint_every)
+                             checkpoint_every=checkpoint_every)
     report = training.pretrain(config, spec, corpus, out, recipe, resume, command_line())
     click.echo(f"wrote {out}: valid MLM loss {report['valid_mlm_loss']:.3f}, "
                f"{report['tokens_per_second']:,} tokens/s, {report['train_seconds']:.0f} s")
-
-
-def named_config(name: str):
-    configs = named_configs()
-    if name not in configs:
-        raise InputError(f"unknown config {name!r} (one of {', '.join(configs)})")
-    return configs[name]
 
 
 @train.command()
@@ -211,30 +172,20 @@ def named_config(name: str):
 def finetune(init, hash_name, task, out, data_dir, text_mode, max_length, eval_every, steps,
              batch, lr, seed) -> None:
     """Classification fine-tuning with dev-set model selection."""
-    start = init_checkpoint(init, hash_name)
-    task_data = load_task(task, data_dir)
+    from eelbert_export import train as training
+    from eelbert_export.hashing import load_spec
+    from eelbert_export.tasks import load_task
+    from eelbert_export.text import TextSpec
+
+    start = training.starting_point(init, load_spec(hash_name))
     recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed, eval_every=eval_every)
-    text_spec = TextSpec(mode=text_mode, max_length=max_length)
-    provenance = {"task": task_data.name, "init": init, "data": task_data.provenance,
-                  "pairs": bool(task_data.train) and "text_b" in task_data.train[0],
-                  "command": command_line(), **({"pretraining": start.provenance["pretraining"]}
-                                                if "pretraining" in start.provenance else {})}
-    report = training.finetune(start, task_data, out, recipe, text_spec, provenance)
+    report = training.finetune(start, load_task(task, data_dir), out, recipe,
+                               TextSpec(mode=text_mode, max_length=max_length),
+                               {"init": init, "command": command_line()})
     click.echo(f"wrote {out}: dev accuracy {report['dev']['accuracy']:.4f}, balanced "
                f"{report['dev']['balanced_accuracy']:.4f} (step {report['best_step']}), "
                f"{report['train_seconds']:.0f} s, "
                f"{report['tokens_per_second']:,} tokens/s")
-
-
-def init_checkpoint(init: str, hash_name: str) -> checkpoint.Checkpoint:
-    """A checkpoint to fine-tune from, or a freshly initialised encoder of a named config."""
-    if init in named_configs():
-        config = named_config(init)
-        torch.manual_seed(0)
-        spec = default_hash_spec(config, read_spec(hash_name))
-        model = checkpoint.new_model("mlm", config, spec)
-        return checkpoint.Checkpoint(model, TextSpec())
-    return checkpoint.load(init)
 
 
 @main.command()
@@ -246,10 +197,14 @@ def init_checkpoint(init: str, hash_name: str) -> checkpoint.Checkpoint:
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(model, task, split, data_dir, as_json) -> None:
     """Accuracy (and F1 of the positive label) of MODEL [default: the default model]."""
+    from eelbert_export import checkpoint
+    from eelbert_export.tasks import load_task
+    from eelbert_export.train import evaluate as measure
+
     model = model or default_model()
     task_data = load_task(task, data_dir)
     result = {"model": str(model), "task": task_data.name, "split": split,
-              **training.evaluate(checkpoint.load(model), task_data, split)}
+              **measure(checkpoint.load(model), task_data, split)}
     click.echo(json.dumps(result) if as_json else
                f"{result['task']} {split}: accuracy {result['accuracy']:.4f}, "
                f"F1 {result['f1']:.4f} on {result['examples']:,} examples")
@@ -262,6 +217,8 @@ def evaluate(model, task, split, data_dir, as_json) -> None:
               show_default=True)
 def card(model: Path, task: str, data_dir: Path) -> None:
     """Print the model card of a fine-tuned checkpoint (figures measured now)."""
+    from eelbert_export.reports.cards import model_card
+
     click.echo(model_card(model, task, data_dir), nl=False)
 
 
@@ -276,12 +233,12 @@ def card(model: Path, task: str, data_dir: Path) -> None:
 def compare(runs: Path, data_dir: Path, timing_runs: int, json_path: Path | None) -> None:
     """The zoo's comparison as a markdown table, from RUNS/<config>.<task>.lr<lr>.s<seed>.pt
     (`make zoo`), with the TF-IDF + logistic regression baseline."""
-    if not runs.is_dir():
-        raise InputError(f"{runs}: no such folder (train the zoo with `make zoo`)")
+    from eelbert_export.files import write_json
+    from eelbert_export.reports.cards import comparison, comparison_table
+
     result = comparison(runs, data_dir, timing_runs)
     if json_path is not None:
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(json_path, result)
     click.echo(comparison_table(result), nl=False)
 
 
@@ -292,7 +249,7 @@ def export_options(fmt):
             click.argument("model", required=False, type=click.Path(path_type=Path)),
             click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=Path("."),
                          show_default=True),
-            click.option("--quantize", type=click.Choice(list(fmt.QUANTIZATIONS)),
+            click.option("--quantize", type=click.Choice(list(fmt.quantizations)),
                          default="none", show_default=True),
             click.option("--output", type=click.Choice(list(OUTPUTS)), default="logits",
                          show_default=True, help="logits, or last_hidden_state of the encoder."),
@@ -309,12 +266,18 @@ def export_options(fmt):
     return wrap
 
 
-def report_export(sidecar: dict, out_dir: Path) -> None:
-    size, check = sidecar["size"], sidecar["verification"]
-    line = f"wrote {out_dir / sidecar['artifact']}: {size['bytes']:,} bytes " \
+def run_export(fmt, options, model, out_dir, quantize, output, force, no_verify, data_dir,
+               max_chars) -> None:
+    from eelbert_export.exporters import pipeline
+
+    sidecar = pipeline.export(pipeline.ExportRequest(
+        fmt, model, out_dir, quantize, output, options, max_chars, not no_verify, data_dir,
+        force))
+    size, check = sidecar.size, sidecar.verification
+    line = f"wrote {out_dir / sidecar.artifact}: {size['bytes']:,} bytes " \
            f"({size['gzip_bytes']:,} gzipped)"
-    if isinstance(check, dict):
-        line += (f"; verified in {sidecar['conversion']['runtime']} on {check['texts']}: "
+    if check is not None:
+        line += (f"; verified in {sidecar.conversion['runtime']} on {check['texts']}: "
                  f"max |diff| {check['max_abs_diff']:.2e}, cosine {check['cosine']:.6f}, "
                  f"labels agree {100 * check['label_agreement']:.2f}%")
         if "hash_stage" in check:
@@ -326,65 +289,44 @@ def report_export(sidecar: dict, out_dir: Path) -> None:
 
 
 @main.command("onnx")
-@export_options(onnx_format)
-@click.option("--opset", default=18, show_default=True)
-def onnx_command(model, out_dir, quantize, output, force, no_verify, data_dir, max_chars,
-                 opset) -> None:
+@export_options(BY_NAME["onnx"])
+@click.option("--opset", default=OnnxOptions.opset, show_default=True,
+              type=click.IntRange(*OPSETS))
+def onnx_command(opset, **common) -> None:
     """Export MODEL [default: the default model] to ONNX, verified in onnxruntime."""
-    sidecar = export(onnx_format, model, out_dir, quantize, output, force, not no_verify,
-                     data_dir, {"opset": opset}, max_chars)
-    report_export(sidecar, out_dir)
+    run_export(BY_NAME["onnx"], OnnxOptions(opset), **common)
 
 
 @main.command("coreml")
-@export_options(coreml_format)
-@click.option("--deployment-target", type=click.Choice(list(coreml_format.TARGETS)),
-              default=coreml_format.DEFAULT_TARGET, show_default=True)
+@export_options(BY_NAME["coreml"])
+@click.option("--deployment-target", type=click.Choice(COREML_TARGETS),
+              default=CoreMLOptions.deployment_target, show_default=True)
 @click.option("--seq-len", "seq_lens", type=click.IntRange(1, 512), multiple=True,
               help="Enumerated sequence lengths, batch 1; repeat the option [default: "
-                   f"{', '.join(map(str, coreml_format.DEFAULT_SEQ_LENS))}].")
+                   f"{', '.join(map(str, CoreMLOptions.seq_lens))}].")
 @click.option("--flexible", is_flag=True,
               help="A ranged shape (batch 1-64, any seq) instead of enumerated shapes.")
-def coreml_command(model, out_dir, quantize, output, force, no_verify, data_dir, max_chars,
-                   deployment_target, seq_lens, flexible) -> None:
+def coreml_command(deployment_target, seq_lens, flexible, **common) -> None:
     """Export MODEL [default: the default model] to a Core ML mlprogram (.mlpackage),
     verified by evaluating the converted program (MLModel.predict on macOS)."""
-    options = {"deployment_target": deployment_target, "seq_lens": seq_lens,
-               "flexible": flexible}
-    targets = coreml_format.TARGETS
-    if quantize == "int4" and targets.index(deployment_target) < targets.index("iOS18"):
-        raise InputError(f"--quantize int4 needs --deployment-target iOS18 (got "
-                         f"{deployment_target})")
-    sidecar = export(coreml_format, model, out_dir, quantize, output, force, not no_verify,
-                     data_dir, options, max_chars)
-    report_export(sidecar, out_dir)
+    options = CoreMLOptions(deployment_target, seq_lens or CoreMLOptions.seq_lens, flexible)
+    run_export(BY_NAME["coreml"], options, **common)
 
 
 @main.command("tflite")
-@export_options(tflite_format)
+@export_options(BY_NAME["tflite"])
 @click.option("--seq-len", type=click.IntRange(1, 512), default=None,
               help="Static sequence length [default: the model's max_length].")
-def tflite_command(model, out_dir, quantize, output, force, no_verify, data_dir, max_chars,
-                   seq_len) -> None:
+def tflite_command(seq_len, **common) -> None:
     """Export MODEL [default: the default model] to TFLite (builtin ops only), verified in the
     LiteRT interpreter."""
-    sidecar = export(tflite_format, model, out_dir, quantize, output, force, not no_verify,
-                     data_dir, {"seq_len": seq_len}, max_chars)
-    report_export(sidecar, out_dir)
-
-
-def write_reports(reports: list[dict], json_path: Path | None, markdown_path: Path | None,
-                  plot_path: Path | None) -> None:
-    for path, write in ((json_path, lambda p: p.write_text(json.dumps(reports, indent=2) + "\n")),
-                        (markdown_path, lambda p: p.write_text(sizes.markdown(reports))),
-                        (plot_path, lambda p: sizes.plot(reports, p))):
-        if path is not None:
-            with atomic_path(path) as tmp:
-                write(tmp)
+    run_export(BY_NAME["tflite"], TFLiteOptions(seq_len), **common)
 
 
 def check_budgets(reports: list[dict]) -> None:
-    over = sizes.over_budget(reports)
+    from eelbert_export.reports.audit import over_budget
+
+    over = over_budget(reports)
     for line in over[:-1]:
         click.echo(f"eelbert-export: error: {line}", err=True)
     if over:
@@ -406,9 +348,11 @@ def check_budgets(reports: list[dict]) -> None:
 def audit(artifacts, budget, baselines, json_path, markdown_path, plot_path) -> None:
     """Where the bytes of .pt, .onnx, .mlpackage and .tflite ARTIFACTS (or folders of them)
     go, by part of the model; exits 1 if one is over its budget."""
+    from eelbert_export.reports import audit as sizes
+
     limit = None if budget is None else sizes.parse_size(budget)
     reports = sizes.run(list(artifacts), limit, list(baselines) or None)
-    write_reports(reports, json_path, markdown_path, plot_path)
+    sizes.save(reports, json_path, markdown_path, plot_path)
     click.echo(sizes.markdown(reports), nl=False)
     check_budgets(reports)
 
@@ -421,26 +365,21 @@ def audit(artifacts, budget, baselines, json_path, markdown_path, plot_path) -> 
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
 @click.option("--allow-refusal", "allowed", multiple=True, metavar="FORMAT:MODE",
               help="A mode expected to miss its tolerance (reported, not a failure).")
-@click.option("--format", "formats", multiple=True,
-              type=click.Choice([fmt.NAME for fmt in FORMATS.values()]),
+@click.option("--format", "formats", multiple=True, type=click.Choice(list(BY_NAME)),
               help="Only these formats [default: all].")
 def all_command(model, out_dir, data_dir, force, allowed, formats) -> None:
     """Every format x quantization mode of MODEL [default: the default model], each verified,
     and a bert-tiny baseline, then the audit: OUT_DIR/size.md, size.json, size.png. Exits
     non-zero if an export, a verification or a budget failed."""
-    known = {f"{fmt.NAME}:{mode}" for fmt, mode in report.jobs()}
-    unknown = sorted(set(allowed) - known)
-    if unknown:
-        raise InputError(f"--allow-refusal {unknown[0]}: not a format:mode (one of "
-                         f"{', '.join(sorted(known))})")
-    if not out_dir.is_dir():
-        raise InputError(f"output folder {out_dir} does not exist")
-    results = report.export_all(Path(model or default_model()), out_dir, data_dir, force,
-                                set(allowed), list(formats))
-    click.echo(report.write(results, out_dir), nl=False)
+    from eelbert_export.reports import export_all
+
+    results = export_all.export_all(Path(model or default_model()), out_dir, data_dir, force,
+                                    set(allowed), list(formats))
+    click.echo(export_all.write(results, out_dir), nl=False)
     if results["failed"]:
-        raise VerificationError(f"{len(results['failed'])} of {2 * len(report.jobs(formats))} "
-                                "exports failed (listed above)")
+        raise VerificationError(f"{len(results['failed'])} of "
+                                f"{2 * len(export_all.jobs(formats))} exports failed (listed "
+                                "above)")
     check_budgets(results["reports"])
 
 
@@ -466,6 +405,11 @@ def int_list(ctx, param, value: str) -> list[int]:
 def bench(artifacts, batches, seqs, threads, runs, json_path) -> None:
     """Latency (p50/p90), sentences per second and peak memory of .pt, .onnx and .tflite
     ARTIFACTS [default: the default model] in their runtimes. Core ML: macOS only."""
+    from tqdm import tqdm
+
+    from eelbert_export.files import write_json
+    from eelbert_export.reports import bench as timing
+
     paths = list(artifacts) or [default_model()]
     for path in paths:  # refuse what cannot be timed before any timing
         timing.check(path)
@@ -473,7 +417,8 @@ def bench(artifacts, batches, seqs, threads, runs, json_path) -> None:
                unit="setting", file=sys.stderr, dynamic_ncols=True)
     rows = timing.bench(paths, batches, seqs, threads, runs, lambda row: bar.update())
     bar.close()
-    write_reports(rows, json_path, None, None)
+    if json_path is not None:
+        write_json(json_path, rows)
     click.echo(timing.markdown(rows), nl=False)
 
 
@@ -485,10 +430,12 @@ def hash_cost(out_dir, runs, json_path) -> None:
     """The in-graph hash against a table lookup: each shipped hash model and a same-shape table
     model, exported with --output hidden, timed interleaved at batch 1, seq 128, one thread in
     onnxruntime and LiteRT. Exits 1 if a ratio misses the 1.3x target."""
-    if not out_dir.is_dir():
-        raise InputError(f"output folder {out_dir} does not exist")
+    from eelbert_export.files import write_json
+    from eelbert_export.reports import bench as timing
+
     rows = timing.hash_cost(out_dir, runs, lambda line: click.echo(line, err=True))
-    write_reports(rows, json_path, None, None)
+    if json_path is not None:
+        write_json(json_path, rows)
     click.echo(timing.hash_cost_markdown(rows, timing.HASH_COST_TARGET), nl=False)
     missed = [r for r in rows if r["ratio"] > timing.HASH_COST_TARGET]
     if missed:
@@ -504,6 +451,10 @@ def hash_cost(out_dir, runs, json_path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 def predict(artifact_or_model, texts, text_file, as_json) -> None:
     """Labels and logits of TEXTS from a .pt (PyTorch) or an exported artifact (its runtime)."""
+    import numpy as np
+
+    from eelbert_export.predict import load_predictor, read_texts
+
     items = read_texts(list(texts), text_file)
     predictor = load_predictor(artifact_or_model or default_model())
     for (text, pair), logits in zip(items, predictor.logits(items)):

@@ -8,17 +8,14 @@ different orders feed disjoint output dimensions, so they cannot be confused).
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from eelbert_export.hashing import (
-    HashEmbedding,
-    HashSpec,
-    marked_codes,
-    ngram_signature,
-    token_codes,
-)
+from eelbert_export.errors import InputError
+from eelbert_export.hashing import HashSpec, marked_codes, ngram_signature, token_codes
+from eelbert_export.model import HashEmbedding
 
 MAX_COLLIDING_FRACTION = 0.01
 
@@ -72,3 +69,18 @@ def format_stats(s: dict) -> str:
                  f"{100 * MAX_COLLIDING_FRACTION:g}%)")
     lines.append("PASSED" if s["passed"] else "FAILED")
     return "\n".join(lines)
+
+
+def read_vocab(path: Path) -> list[str]:
+    """One token per line."""
+    try:
+        tokens = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    if not any(tokens):
+        raise InputError(f"{path}: the vocabulary is empty")
+    if any("\x00" in t for t in tokens):
+        raise InputError(f"{path}: a token contains NUL")
+    return tokens

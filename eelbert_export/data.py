@@ -27,11 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eelbert_export.errors import InputError, TargetMissed
-from eelbert_export.files import atomic_path
+from eelbert_export.files import atomic_path, sha256_file, write_json
+from eelbert_export.tasks import SPLITS, TASKS
 from eelbert_export.zoo import models_dir
-
-TASKS = {"sentiment": ["rotten", "fresh"], "boolq": ["false", "true"], "sms-spam": ["ham", "spam"]}
-SPLITS = ("train", "dev", "test")
 
 
 @dataclass(frozen=True)
@@ -60,14 +58,6 @@ SOURCES = [
     Source("wordnet", "debian", "wordnet-base", "1:3.0-37", "WordNet 3.0 licence",
            "WordNet glosses and examples"),
 ]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(source: Source, downloads: Path) -> Path:
@@ -317,8 +307,7 @@ def prepare(out: Path, progress=lambda message: None) -> dict:
         "corpus": corpus,
         "tasks": build_tasks(archives, out),
     }
-    with atomic_path(out / "manifest.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    write_json(out / "manifest.json", manifest)
     check_manifest(manifest)
     return manifest
 
@@ -341,11 +330,3 @@ def check_manifest(manifest: dict) -> None:
     if bad:
         raise TargetMissed(f"prepared data differs from models/data-manifest.json: "
                            f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
-
-
-def read_split(data_dir: Path, task: str, split: str) -> list[dict]:
-    path = data_dir / "tasks" / task / f"{split}.jsonl"
-    if not path.is_file():
-        raise InputError(f"{path} is missing: run `eelbert-export data prepare --out "
-                         f"{data_dir}` first")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

@@ -1,8 +1,11 @@
-"""Atomic output: a file appears complete under its name, or not at all."""
+"""Files: atomic output (a file appears complete under its name, or not at all) and content
+digests."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -45,3 +48,20 @@ def atomic_path(path: Path, force: bool = True, folder: bool = False) -> Iterato
         os.replace(work / path.name, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, data: object) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -1,5 +1,6 @@
-"""The n-gram pooling hash embedding (EELBERT / SGNN projection): the spec, the torch module, and
-an independent pure-Python reference.
+"""The n-gram pooling hash embedding (EELBERT / SGNN projection): the spec and an independent
+pure-Python reference (no torch: apps and runtimes need only this); ``model.py`` computes the
+same in torch ops, and every exported graph is checked against the reference.
 
 A token is the sequence of its Unicode code points (at most ``max_chars``, NUL is padding),
 wrapped in two marker codes beyond Unicode (``BOW``, ``EOW``). For each order n = 1..orders,
@@ -10,8 +11,8 @@ scaled so values lie in [-1, 1]. Nothing is trained.
 
 With ``table > 0`` (spec version 2) the same signatures index a trainable table instead: n-gram
 g's probe i picks row ``(s_1 + i * s_2) % table + 1`` (row 0 is padding for dead n-grams), and
-the model averages the picked rows (``NgramBuckets`` computes the ids; the table is a weight of
-the model). A fixed projection cannot learn what an n-gram means; a table row can.
+the model averages the picked rows (``model.NgramBuckets`` computes the ids; the table is a
+weight of the model). A fixed projection cannot learn what an n-gram means; a table row can.
 
 The ``portable`` variant keeps every intermediate an int32 within 2^31 built only from ``*``,
 ``+`` and ``%`` (``%`` only on non-negative values), so ONNX, Core ML and TFLite run it exactly.
@@ -27,12 +28,11 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from eelbert_export.errors import SpecError
+from eelbert_export.errors import InputError, SpecError
 from eelbert_export.specs import from_fields
 
 HASH_SPEC_VERSION = 2  # 2 added ``table`` and ``probes``; version 1 specs read as table 0
@@ -162,6 +162,18 @@ class HashSpec:
 
 
 PAPER_SPEC = HashSpec(variant="int64", moduli=(2**31 - 1,), bases=(1_000_003,), buckets=2**31 - 1)
+NAMED_SPECS = {"portable": HashSpec(), "int64": PAPER_SPEC}
+
+
+def load_spec(name_or_path: str) -> HashSpec:
+    """``portable``, ``int64`` (paper-faithful), or a hash spec JSON file."""
+    if name_or_path in NAMED_SPECS:
+        return NAMED_SPECS[name_or_path]
+    try:
+        return HashSpec.from_json(Path(name_or_path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read hash spec {name_or_path}: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
 
 
 def characters(token: str, max_chars: int) -> list[int]:
@@ -183,104 +195,6 @@ def token_codes(tokens: list[str], max_chars: int) -> np.ndarray:
         codes = characters(token, max_chars)
         out[i, : len(codes)] = codes
     return out
-
-
-class HashStage(nn.Module):
-    """The integer stage of a hash model (int32 codes in); ``vocab_cache`` holds its outputs
-    for the shipped vocabulary while training."""
-
-    def cache_vocabulary(self, tokens: list[str]) -> None:
-        """Precompute the stage's outputs for a fixed vocabulary, row i for token id i (a
-        training speed-up; the cache is never saved nor exported)."""
-        codes = torch.from_numpy(token_codes(tokens, self.spec.max_chars))
-        with torch.no_grad():
-            self.vocab_cache = torch.cat([self(chunk) for chunk in codes.split(4096)])
-
-
-class HashEmbedding(HashStage):
-    """int32 codes [batch, seq, max_chars] -> float32 embeddings [batch, seq, dim].
-
-    Cheap in a graph: a dead n-gram (past the token's end) gets signature 0, so its value is
-    exactly half, subtracted after the integer sum, and nothing is masked on the large
-    [batch, seq, grams, width] tensors; ``projection`` leaves one ``%`` per value. Its only
-    state is the projection constants, derived from the spec: non-persistent buffers, so a
-    checkpoint never carries them and an exporter bakes them in.
-    """
-
-    def __init__(self, spec: HashSpec):
-        super().__init__()
-        self.spec = spec
-        self.int_dtype = torch.int32 if spec.variant == "portable" else torch.int64
-        self.float_dtype = torch.float32 if spec.variant == "portable" else torch.float64
-        mult, offsets = spec.projection()
-        self.register_buffer("multipliers", torch.tensor(mult, dtype=self.int_dtype),
-                             persistent=False)
-        self.register_buffer("offsets", torch.tensor(offsets, dtype=self.int_dtype),
-                             persistent=False)
-        self.register_buffer("vocab_cache", None, persistent=False)
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        spec, dtype = self.spec, self.int_dtype
-        outs, start = [], 0
-        for (sigs, keep), width in zip(signatures(codes.to(dtype), spec), spec.order_dims()):
-            value = self.offsets[start:start + width]
-            for s, mult in zip(sigs, self.multipliers):
-                value = value + s.unsqueeze(-1) * mult[start:start + width]
-            value = torch.remainder(value, spec.buckets)  # [batch, seq, grams, width]
-            total = value.sum(dim=-2, dtype=dtype) + -spec.half * keep.shape[-1]
-            count = keep.sum(dim=-1, keepdim=True, dtype=dtype).to(self.float_dtype)
-            outs.append(total.to(self.float_dtype) / (torch.clamp(count, min=1.0) * spec.half))
-            start += width
-        return torch.cat(outs, dim=-1).to(torch.float32)
-
-
-def signatures(codes: torch.Tensor, spec: HashSpec):
-    """Per order n = 1..orders: each n-gram position's signatures (one per modulus) and a 0/1
-    ``keep`` saying the n-gram lies within the marked token, all [batch, seq, positions]."""
-    edge = codes[..., :1]
-    ext = torch.cat([torch.full_like(edge, BOW), codes, torch.zeros_like(edge)], dim=-1)
-    # EOW sits on the first zero after a live code (BOW counts as live).
-    eow = torch.logical_and(ext[..., :-1] > 0, ext[..., 1:] == 0)
-    ext = torch.cat([ext[..., :1], torch.where(eow, torch.full_like(ext[..., 1:], EOW),
-                                               ext[..., 1:])], dim=-1)
-    live = ext > 0
-    reduced = [torch.remainder(ext, m) for m in spec.moduli]
-    sigs, mask = reduced, live
-    for n in range(1, spec.orders + 1):
-        if n > 1:
-            sigs = [torch.remainder(s[..., :-1] * p + r[..., n - 1:], m)
-                    for s, r, p, m in zip(sigs, reduced, spec.bases, spec.moduli)]
-            mask = torch.logical_and(mask[..., :-1], live[..., n - 1:])
-        keep = mask.to(codes.dtype)
-        # A dead n-gram's signature becomes 0: no mask is needed on anything larger.
-        yield [s * keep for s in sigs], keep
-
-
-class NgramBuckets(HashStage):
-    """int32 codes [batch, seq, max_chars] -> int32 row ids [batch, seq, gram_slots, probes] of
-    the model's n-gram table: ``keep * ((s_1 + i * s_2) % table + 1)``, so a dead n-gram picks
-    row 0 (padding). Integer ops only, like the fixed hash: exact in every runtime."""
-
-    def __init__(self, spec: HashSpec):
-        super().__init__()
-        if spec.variant != "portable" or not spec.table:
-            raise SpecError("an n-gram table needs the portable hash and table > 0")
-        self.spec = spec
-        self.register_buffer("vocab_cache", None, persistent=False)
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        spec = self.spec
-        ids = []
-        for sigs, keep in signatures(codes.to(torch.int32), spec):
-            probes = [torch.remainder(sigs[0] + sigs[1] * i if i else sigs[0], spec.table) + 1
-                      for i in range(spec.probes)]
-            ids.append(torch.cat([p.unsqueeze(-1) for p in probes], dim=-1) * keep.unsqueeze(-1))
-        return torch.cat(ids, dim=-2)
-
-
-def hash_stage(spec: HashSpec) -> HashStage:
-    """The integer stage of a spec: the fixed hash embedding, or the n-gram table's row ids."""
-    return NgramBuckets(spec) if spec.table else HashEmbedding(spec)
 
 
 def stage_reference(tokens: list[str], spec: HashSpec) -> np.ndarray:

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from eelbert_export.errors import SpecError
-from eelbert_export.hashing import HashSpec, HashStage, hash_stage
+from eelbert_export.hashing import BOW, EOW, HashSpec, token_codes
 from eelbert_export.specs import from_fields
 from eelbert_export.zoo import models_dir
 
 EMBEDDINGS = ("hash", "table")
+BASELINE = "bert-tiny"  # the named config every size, speed and accuracy claim is compared with
 LAYER_NORM_EPS = 1e-12
 
 
@@ -86,6 +87,104 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
     if isinstance(module, nn.Embedding) and module.padding_idx is not None:
         nn.init.zeros_(module.weight[module.padding_idx])
+
+
+class HashStage(nn.Module):
+    """The integer stage of a hash model (int32 codes in); ``vocab_cache`` holds its outputs
+    for the shipped vocabulary while training."""
+
+    def cache_vocabulary(self, tokens: list[str]) -> None:
+        """Precompute the stage's outputs for a fixed vocabulary, row i for token id i (a
+        training speed-up; the cache is never saved nor exported)."""
+        codes = torch.from_numpy(token_codes(tokens, self.spec.max_chars))
+        with torch.no_grad():
+            self.vocab_cache = torch.cat([self(chunk) for chunk in codes.split(4096)])
+
+
+class HashEmbedding(HashStage):
+    """int32 codes [batch, seq, max_chars] -> float32 embeddings [batch, seq, dim].
+
+    Cheap in a graph: a dead n-gram (past the token's end) gets signature 0, so its value is
+    exactly half, subtracted after the integer sum, and nothing is masked on the large
+    [batch, seq, grams, width] tensors; ``projection`` leaves one ``%`` per value. Its only
+    state is the projection constants, derived from the spec: non-persistent buffers, so a
+    checkpoint never carries them and an exporter bakes them in.
+    """
+
+    def __init__(self, spec: HashSpec):
+        super().__init__()
+        self.spec = spec
+        self.int_dtype = torch.int32 if spec.variant == "portable" else torch.int64
+        self.float_dtype = torch.float32 if spec.variant == "portable" else torch.float64
+        mult, offsets = spec.projection()
+        self.register_buffer("multipliers", torch.tensor(mult, dtype=self.int_dtype),
+                             persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=self.int_dtype),
+                             persistent=False)
+        self.register_buffer("vocab_cache", None, persistent=False)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        spec, dtype = self.spec, self.int_dtype
+        outs, start = [], 0
+        for (sigs, keep), width in zip(signatures(codes.to(dtype), spec), spec.order_dims()):
+            value = self.offsets[start:start + width]
+            for s, mult in zip(sigs, self.multipliers):
+                value = value + s.unsqueeze(-1) * mult[start:start + width]
+            value = torch.remainder(value, spec.buckets)  # [batch, seq, grams, width]
+            total = value.sum(dim=-2, dtype=dtype) + -spec.half * keep.shape[-1]
+            count = keep.sum(dim=-1, keepdim=True, dtype=dtype).to(self.float_dtype)
+            outs.append(total.to(self.float_dtype) / (torch.clamp(count, min=1.0) * spec.half))
+            start += width
+        return torch.cat(outs, dim=-1).to(torch.float32)
+
+
+def signatures(codes: torch.Tensor, spec: HashSpec):
+    """Per order n = 1..orders: each n-gram position's signatures (one per modulus) and a 0/1
+    ``keep`` saying the n-gram lies within the marked token, all [batch, seq, positions]."""
+    edge = codes[..., :1]
+    ext = torch.cat([torch.full_like(edge, BOW), codes, torch.zeros_like(edge)], dim=-1)
+    # EOW sits on the first zero after a live code (BOW counts as live).
+    eow = torch.logical_and(ext[..., :-1] > 0, ext[..., 1:] == 0)
+    ext = torch.cat([ext[..., :1], torch.where(eow, torch.full_like(ext[..., 1:], EOW),
+                                               ext[..., 1:])], dim=-1)
+    live = ext > 0
+    reduced = [torch.remainder(ext, m) for m in spec.moduli]
+    sigs, mask = reduced, live
+    for n in range(1, spec.orders + 1):
+        if n > 1:
+            sigs = [torch.remainder(s[..., :-1] * p + r[..., n - 1:], m)
+                    for s, r, p, m in zip(sigs, reduced, spec.bases, spec.moduli)]
+            mask = torch.logical_and(mask[..., :-1], live[..., n - 1:])
+        keep = mask.to(codes.dtype)
+        # A dead n-gram's signature becomes 0: no mask is needed on anything larger.
+        yield [s * keep for s in sigs], keep
+
+
+class NgramBuckets(HashStage):
+    """int32 codes [batch, seq, max_chars] -> int32 row ids [batch, seq, gram_slots, probes] of
+    the model's n-gram table: ``keep * ((s_1 + i * s_2) % table + 1)``, so a dead n-gram picks
+    row 0 (padding). Integer ops only, like the fixed hash: exact in every runtime."""
+
+    def __init__(self, spec: HashSpec):
+        super().__init__()
+        if spec.variant != "portable" or not spec.table:
+            raise SpecError("an n-gram table needs the portable hash and table > 0")
+        self.spec = spec
+        self.register_buffer("vocab_cache", None, persistent=False)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        ids = []
+        for sigs, keep in signatures(codes.to(torch.int32), spec):
+            probes = [torch.remainder(sigs[0] + sigs[1] * i if i else sigs[0], spec.table) + 1
+                      for i in range(spec.probes)]
+            ids.append(torch.cat([p.unsqueeze(-1) for p in probes], dim=-1) * keep.unsqueeze(-1))
+        return torch.cat(ids, dim=-2)
+
+
+def hash_stage(spec: HashSpec) -> HashStage:
+    """The integer stage of a spec: the fixed hash embedding, or the n-gram table's row ids."""
+    return NgramBuckets(spec) if spec.table else HashEmbedding(spec)
 
 
 class Embeddings(nn.Module):

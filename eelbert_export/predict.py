@@ -1,24 +1,22 @@
 """``eelbert-export predict``: the same texts through a checkpoint in PyTorch or through an
-exported artifact in its own runtime, read back with the artifact's sidecar."""
+exported artifact in its own runtime, read back with the artifact's sidecar. An ONNX or TFLite
+artifact is run without importing torch."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from eelbert_export import checkpoint
+from eelbert_export.contract import Feeds, feeds, read_sidecar
 from eelbert_export.errors import InputError
-from eelbert_export.exporters import FORMATS
-from eelbert_export.exporters.pipeline import Deployable, feeds, uses_pairs
-from eelbert_export.text import TextEncoder, TextSpec
-from eelbert_export.train import Examples, batches
+from eelbert_export.exporters.base import format_of, reading
+from eelbert_export.tasks import Examples, batches
+from eelbert_export.text import TextEncoder
 
 Item = tuple[str, "str | None"]
 
@@ -28,7 +26,7 @@ class Predictor:
     labels: list[str]
     encoder: TextEncoder
     input_names: list[str]
-    run: Callable[[dict[str, np.ndarray]], np.ndarray]
+    run: Callable[[Feeds], np.ndarray]
     runtime: str
 
     def logits(self, items: list[Item]) -> np.ndarray:
@@ -42,43 +40,31 @@ class Predictor:
 def load_predictor(path: Path, threads: int | None = None) -> Predictor:
     """``threads``: the runtime's own default when None."""
     path = Path(path)
-    if path.suffix == ".pt":
-        ckpt = checkpoint.load(path)
-        if ckpt.kind != "classifier":
-            raise InputError(f"{path}: a pretrained encoder has no classifier to predict with")
-        deployable = Deployable(ckpt.model, pairs=uses_pairs(ckpt)).eval()
-        if threads:
-            torch.set_num_threads(threads)
-
-        def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            with torch.no_grad():
-                return deployable(*map(torch.from_numpy, inputs.values())).numpy()
-
-        return Predictor(ckpt.labels, ckpt.text_encoder(), deployable.input_names, run,
-                         f"PyTorch {torch.__version__}")
-    fmt = FORMATS.get(path.suffix)
-    if fmt is None:
-        raise InputError(f"{path}: not a checkpoint (.pt) or an exported artifact "
-                         f"({', '.join(FORMATS)})")
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
+    info = format_of(path)
+    if info is None:
+        return checkpoint_predictor(path, threads)
     sidecar = read_sidecar(path)
-    text = {k: v for k, v in sidecar["text"].items() if k != "rules"}
-    encoder = TextEncoder(TextSpec.from_dict(text), sidecar["max_chars"] or 1)  # 1: a table
-    return Predictor(sidecar["model"]["labels"], encoder,
-                     [i["name"] for i in sidecar["inputs"]], fmt.runner(path, threads),
-                     sidecar["conversion"]["runtime"])
+    encoder = TextEncoder(sidecar.text, sidecar.max_chars)
+    with reading(path):
+        run = info.load().runner(path, threads)
+    return Predictor(sidecar.labels, encoder, sidecar.input_names, run,
+                     sidecar.conversion["runtime"])
 
 
-def read_sidecar(artifact: Path) -> dict:
-    path = artifact.with_name(artifact.name + ".json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path} is missing: the artifact's sidecar says how to call it") \
-            from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(f"{path}: not a valid sidecar (JSON)") from None
+def checkpoint_predictor(path: Path, threads: int | None) -> Predictor:
+    import torch
+
+    from eelbert_export import checkpoint
+    from eelbert_export.exporters.deployable import Deployable
+
+    ckpt = checkpoint.load(path)
+    if ckpt.kind != "classifier":
+        raise InputError(f"{path}: a pretrained encoder has no classifier to predict with")
+    deployable = Deployable.of(ckpt)
+    if threads:
+        torch.set_num_threads(threads)
+    return Predictor(ckpt.labels, ckpt.text_encoder(), deployable.input_names,
+                     lambda inputs: deployable.outputs([inputs]), f"PyTorch {torch.__version__}")
 
 
 def read_texts(texts: list[str], text_file: Path | None) -> list[Item]:

@@ -15,7 +15,6 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tokenizers import BertWordPieceTokenizer, normalizers, pre_tokenizers
 
 from eelbert_export.errors import SpecError
@@ -76,17 +75,20 @@ class TextSpec:
 
 @dataclass
 class Batch:
-    """Model inputs for a list of texts, padded to a common length; all int32."""
+    """Model inputs for a list of texts, padded to a common length; all int32 numpy arrays (the
+    runtimes' currency; torch wraps them without a copy)."""
 
     tokens: list[list[str]]
-    token_codes: torch.Tensor  # [batch, seq, max_chars]
-    attention_mask: torch.Tensor  # [batch, seq]
-    token_type_ids: torch.Tensor  # [batch, seq]
-    input_ids: torch.Tensor | None  # [batch, seq] vocabulary ids; None in words mode
+    token_codes: np.ndarray | None  # [batch, seq, max_chars]; None for a table model
+    attention_mask: np.ndarray  # [batch, seq]
+    token_type_ids: np.ndarray  # [batch, seq]
+    input_ids: np.ndarray | None  # [batch, seq] vocabulary ids; None in words mode
 
-    def model_tokens(self, embedding: str) -> torch.Tensor:
+    def model_tokens(self, embedding: str) -> np.ndarray:
         """What the model's first input is: codes for a hash embedding, ids for a table."""
         if embedding == "hash":
+            if self.token_codes is None:
+                raise SpecError("a hash-embedding model needs token codes (max_chars)")
             return self.token_codes
         if self.input_ids is None:
             raise SpecError("a table-embedding model needs the wordpiece front end")
@@ -94,7 +96,8 @@ class Batch:
 
 
 class TextEncoder:
-    def __init__(self, spec: TextSpec, max_chars: int):
+    def __init__(self, spec: TextSpec, max_chars: int | None):
+        """``max_chars``: the width of token codes; None for a table model (ids only)."""
         self.spec = spec
         self.max_chars = max_chars
         if spec.mode == "wordpiece":
@@ -127,11 +130,11 @@ class TextEncoder:
         seq = pad_to or max((len(r) for r in rows), default=1)
         if any(len(r) > seq for r in rows):
             raise ValueError(f"pad_to={pad_to} is shorter than the longest row")
-        codes = np.zeros((len(rows), seq, self.max_chars), dtype=np.int32)
+        codes = np.zeros((len(rows), seq, self.max_chars or 1), dtype=np.int32)
         mask = np.zeros((len(rows), seq), dtype=np.int32)
         types = np.zeros((len(rows), seq), dtype=np.int32)
         ids = np.zeros((len(rows), seq), dtype=np.int32)  # 0 is [PAD] in the vocabulary
-        flat = token_codes([t for row in rows for t, _, _ in row], self.max_chars)
+        flat = token_codes([t for row in rows for t, _, _ in row], self.max_chars or 1)
         start = 0
         for b, row in enumerate(rows):
             codes[b, : len(row)] = flat[start:start + len(row)]
@@ -140,9 +143,9 @@ class TextEncoder:
             mask[b, : len(row)] = 1
             start += len(row)
         return Batch(tokens=[[t for t, _, _ in r] for r in rows],
-                     token_codes=torch.from_numpy(codes), attention_mask=torch.from_numpy(mask),
-                     token_type_ids=torch.from_numpy(types),
-                     input_ids=torch.from_numpy(ids) if self._wp else None)
+                     token_codes=codes if self.max_chars else None, attention_mask=mask,
+                     token_type_ids=types,
+                     input_ids=ids if self._wp else None)
 
     @property
     def _wp(self) -> bool:
@@ -160,3 +163,16 @@ class TextEncoder:
         if b is not None:
             row += [*((*t, 1) for t in b), (*self._special(SEP), 1)]
         return row
+
+
+def text_rules(spec: TextSpec, hashed: bool) -> str:
+    """The front end in words, for the sidecar."""
+    return ("BERT normalization: remove control characters and NUL, "
+            + ("lower-case, " if spec.lowercase else "")
+            + ("strip accents (NFD, drop combining marks), " if spec.strip_accents else "")
+            + "split on whitespace and punctuation, CJK characters as single tokens; "
+            + ("then WordPiece with models/vocab.txt (continuations keep '##')"
+               if spec.mode == "wordpiece" else "whole words, no vocabulary")
+            + f"; [CLS] text [SEP] (text_b [SEP]), at most {spec.max_length} tokens; "
+            + ("each token's Unicode code points, truncated to max_chars, zero-padded"
+               if hashed else "each token's id in models/vocab.txt"))

@@ -27,8 +27,16 @@ from eelbert_export import checkpoint
 from eelbert_export.checkpoint import Checkpoint, new_model
 from eelbert_export.errors import InputError
 from eelbert_export.files import atomic_path, check_writable
-from eelbert_export.hashing import HashSpec, hash_stage
-from eelbert_export.model import Classifier, MaskedLM, ModelConfig
+from eelbert_export.hashing import HashSpec
+from eelbert_export.model import (
+    Classifier,
+    MaskedLM,
+    ModelConfig,
+    default_hash_spec,
+    hash_stage,
+    named_configs,
+)
+from eelbert_export.tasks import Examples, TaskData, batches, examples
 from eelbert_export.text import CLS, SEP, TextEncoder, TextSpec, vocabulary
 
 MASK, SPECIAL_IDS = "[MASK]", 999  # ids below 999 are [PAD], [unusedN], [UNK], [CLS], [SEP], [MASK]
@@ -161,7 +169,7 @@ def pretrain(config: ModelConfig, hash_spec, corpus: Path, out: Path, recipe: Re
         raise InputError(f"--batch {recipe.batch} must be divisible by {world} processes")
     torch.manual_seed(recipe.seed)
     text_spec = TextSpec(max_length=recipe.seq)
-    encoder = TextEncoder(text_spec, hash_spec.max_chars if hash_spec else 1)
+    encoder = TextEncoder(text_spec, None if hash_spec is None else hash_spec.max_chars)
     rows = pack(read_lines(corpus / "train.txt"), encoder, recipe.seq)
     valid = pack(read_lines(corpus / "valid.txt"), encoder, recipe.seq)
     if len(rows) < recipe.batch:
@@ -231,34 +239,15 @@ def pretrain(config: ModelConfig, hash_spec, corpus: Path, out: Path, recipe: Re
 
 # --- fine-tuning -------------------------------------------------------------------------------
 
-@dataclass
-class Examples:
-    texts: list[str]
-    pairs: list[str] | None
-    labels: np.ndarray | None  # label indices, when known
-
-
-def examples(rows: list[dict], labels: list[str]) -> Examples:
-    pairs = [r["text_b"] for r in rows] if rows and "text_b" in rows[0] else None
-    index = {label: i for i, label in enumerate(labels)}
-    return Examples([r["text"] for r in rows], pairs,
-                    np.array([index[r["label"]] for r in rows], dtype=np.int64))
-
-
 def model_inputs(model: Classifier, encoder: TextEncoder, texts: list[str],
                  pairs: list[str] | None):
     batch = encoder.encode(texts, pairs)
     config = model.encoder.config
     cached = config.embedding == "hash" and batch.input_ids is not None \
         and model.encoder.embeddings.word.vocab_cache is not None
-    tokens = None if cached else batch.model_tokens(config.embedding)
-    return tokens, batch.attention_mask, batch.token_type_ids, batch.input_ids
-
-
-def batches(data: Examples, size: int = 64):
-    """Consecutive slices of (texts, pairs) to encode together."""
-    for i in range(0, len(data.texts), size):
-        yield data.texts[i:i + size], data.pairs[i:i + size] if data.pairs is not None else None
+    tokens = None if cached else torch.from_numpy(batch.model_tokens(config.embedding))
+    return tokens, *map(torch.from_numpy, (batch.attention_mask, batch.token_type_ids)), \
+        None if batch.input_ids is None else torch.from_numpy(batch.input_ids)
 
 
 def predict_logits(model: Classifier, encoder: TextEncoder, data: Examples) -> np.ndarray:
@@ -296,11 +285,25 @@ def evaluate(ckpt: Checkpoint, task, split: str) -> dict:
     return metrics(predict_logits(ckpt.model, ckpt.text_encoder(), data), data.labels)
 
 
-def finetune(init: Checkpoint, task, out: Path, recipe: Recipe, text_spec: TextSpec,
+def starting_point(init: str, spec_base: HashSpec) -> Checkpoint:
+    """What ``finetune --init`` names: a checkpoint, or a named config's freshly initialised
+    encoder (its hash spec's fields over ``spec_base``)."""
+    if init not in named_configs():
+        return checkpoint.load(init)
+    config = checkpoint.named_config(init)
+    torch.manual_seed(0)
+    model = new_model("mlm", config, default_hash_spec(config, spec_base))
+    return Checkpoint(model, TextSpec())
+
+
+def finetune(init: Checkpoint, task: TaskData, out: Path, recipe: Recipe, text_spec: TextSpec,
              provenance: dict) -> dict:
-    """Train a classifier from ``init``'s encoder on a ``tasks.TaskData``; keep the weights with
-    the best dev balanced accuracy, checked every ``recipe.eval_every`` steps and at the end."""
+    """Train a classifier from ``init``'s encoder on a task; keep the weights with the best dev
+    balanced accuracy, checked every ``recipe.eval_every`` steps and at the end. ``provenance``
+    (how it was started: the init, the command) is stored with the task's and the report."""
     check_writable(out)
+    provenance = provenance | {"task": task.name, "data": task.provenance} | \
+        {k: v for k, v in init.provenance.items() if k == "pretraining"}
     labels = task.labels
     train, dev = examples(task.train, labels), examples(task.dev, labels)
     torch.manual_seed(recipe.seed)
@@ -308,7 +311,7 @@ def finetune(init: Checkpoint, task, out: Path, recipe: Recipe, text_spec: TextS
     model.encoder.load_state_dict(init.model.encoder.state_dict())
     if text_spec.mode == "wordpiece":
         cache_vocabulary(model)
-    encoder = TextEncoder(text_spec, init.hash_spec.max_chars if init.hash_spec else 1)
+    encoder = TextEncoder(text_spec, init.max_chars)
     optimizer = optimizer_for(model, recipe)
     per_epoch = math.ceil(len(train.texts) / recipe.batch)
     epochs = math.ceil(recipe.steps / per_epoch)
@@ -351,5 +354,5 @@ def finetune(init: Checkpoint, task, out: Path, recipe: Recipe, text_spec: TextS
               "train_seconds": round(elapsed, 1),
               "tokens_per_second": round(tokens / max(elapsed, 1e-9)), "hardware": machine()}
     checkpoint.save(out, Checkpoint(model.eval(), text_spec, labels,
-                                    provenance | {"finetuning": report}))
+                                    provenance | {"finetuning": report}, task.pairs))
     return report

@@ -26,3 +26,8 @@ def checkpoint_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "uno.pt"
     checkpoint.save(path, fresh_checkpoint())
     return path
+
+
+def tensors(batch, *names):
+    """An encoded batch's arrays as the torch tensors a model takes (no copy)."""
+    return tuple(torch.from_numpy(getattr(batch, name)) for name in names)

@@ -6,10 +6,13 @@ import json
 
 import pytest
 
-from eelbert_export import audit, checkpoint, report
+from eelbert_export import checkpoint
 from eelbert_export.errors import InputError
-from eelbert_export.exporters import FORMATS, onnx, pipeline
+from eelbert_export.exporters import pipeline
+from eelbert_export.exporters.base import BY_NAME, FORMATS
 from eelbert_export.model import named_configs
+from eelbert_export.reports import audit
+from eelbert_export.reports import export_all as report
 from eelbert_export.zoo import default_model
 
 from .exports import STEM, artifact, run
@@ -17,6 +20,7 @@ from .exports import STEM, artifact, run
 MODES = {".onnx": ("none", "int8"), ".mlpackage": ("none", "int8", "palette6"),
          ".tflite": ("none", "int8")}
 # Parameter counts per group from the default model's checkpoint (one layer, hidden 128).
+onnx = BY_NAME["onnx"]
 EXACT_GROUPS = ("attention", "feed-forward", "pooler/classifier", "LayerNorm")
 
 
@@ -28,8 +32,8 @@ def artifacts(tmp_path_factory):
     memo = pipeline.Memo(tmp_path_factory.mktemp("memo"))
     for suffix, modes in MODES.items():
         for mode in modes:
-            pipeline.export(FORMATS[suffix], None, out, mode, verify_artifact=False,
-                            data_dir=None, memo=memo)
+            pipeline.export(pipeline.ExportRequest(FORMATS[suffix], None, out, mode,
+                                                   verify=False, data_dir=None), memo)
     return out
 
 
@@ -119,7 +123,7 @@ def test_audit_fails_an_artifact_over_its_budget(artifacts, tmp_path, monkeypatc
 @pytest.mark.parametrize("name,content,message", [
     ("m.onnx", b"not a protobuf", "cannot read it as .onnx"),
     ("m.tflite", b"\x00" * 64, "cannot read it as .tflite"),
-    ("m.txt", b"text", "cannot audit this file type"),
+    ("m.txt", b"text", "not a checkpoint (.pt) or an artifact to audit"),
     ("m.pt", b"PK\x03\x04 truncated", "m.pt"),
 ])
 def test_audit_rejects_foreign_files_in_one_line(tmp_path, name, content, message):
@@ -140,7 +144,8 @@ def test_table_baseline_exports_with_token_ids(tmp_path):
     and matches PyTorch in onnxruntime."""
     path = tmp_path / "bert-tiny.pt"
     report.table_checkpoint(checkpoint.load(default_model()), named_configs()["bert-tiny"], path)
-    sidecar = pipeline.export(onnx, path, tmp_path, data_dir=None)
+    sidecar = pipeline.export(pipeline.ExportRequest(onnx, path, tmp_path, data_dir=None)) \
+        .to_dict()
     assert sidecar["inputs"][0] == {"name": "input_ids", "dtype": "int32",
                                     "shape": ["batch", "seq"]}
     assert sidecar["hash_spec"] is None and sidecar["verification"]["passed"]
@@ -161,7 +166,7 @@ def test_all_exports_audits_and_fails_over_budget(tmp_path, monkeypatch):
     assert f"`{STEM}.onnx`" in table and "x smaller" in table and "**over**" in table
     reports = json.loads((tmp_path / "size.json").read_text())["reports"]
     assert {r["artifact"] for r in reports} == {f"{STEM}.pt"} | {
-        artifact(m, ".onnx") for m in onnx.QUANTIZATIONS}
+        artifact(m, ".onnx") for m in onnx.quantizations}
     assert all(r["baseline"]["ratio"] > 10 for r in reports)
     assert (tmp_path / "size.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*"))  # nothing half-written
@@ -171,10 +176,11 @@ def test_modes_of_a_format_share_one_conversion_and_reference(tmp_path):
     """What `all` reuses (one conversion per format and compute precision, one PyTorch
     reference) changes nothing in an artifact's verification."""
     memo = pipeline.Memo(tmp_path)
-    shared = [pipeline.export(onnx, None, tmp_path, mode, data_dir=None, memo=memo)
-              for mode in ("none", "int8")]
+    shared = [pipeline.export(pipeline.ExportRequest(onnx, None, tmp_path, mode, data_dir=None),
+                              memo).to_dict() for mode in ("none", "int8")]
     alone = tmp_path / "alone"
     alone.mkdir()
-    expected = pipeline.export(onnx, None, alone, "int8", data_dir=None)["verification"]
+    expected = pipeline.export(pipeline.ExportRequest(onnx, None, alone, "int8",
+                                                      data_dir=None)).verification
     assert len(memo.conversions) == 1 and len(memo.references) == 1
     assert shared[1]["verification"] == expected and shared[0]["verification"]["passed"]

@@ -6,8 +6,11 @@ import platform
 
 import pytest
 
-from eelbert_export import bench, checkpoint, report
-from eelbert_export.exporters import onnx, pipeline
+from eelbert_export import checkpoint
+from eelbert_export.exporters import pipeline
+from eelbert_export.exporters.base import BY_NAME
+from eelbert_export.reports import bench
+from eelbert_export.reports import export_all as report
 from eelbert_export.zoo import default_model
 
 from .exports import run
@@ -16,8 +19,9 @@ from .exports import run
 @pytest.fixture(scope="module")
 def onnx_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    sidecar = pipeline.export(onnx, None, out, "int8", verify_artifact=False, data_dir=None)
-    return out / sidecar["artifact"]
+    sidecar = pipeline.export(pipeline.ExportRequest(BY_NAME["onnx"], None, out, "int8",
+                                                     verify=False, data_dir=None))
+    return out / sidecar.artifact
 
 
 def test_bench_times_every_setting(onnx_artifact, tmp_path):

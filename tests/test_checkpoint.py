@@ -7,6 +7,8 @@ from eelbert_export import checkpoint
 from eelbert_export.errors import InputError
 from eelbert_export.files import atomic_path
 
+from .conftest import tensors
+
 
 def test_round_trip_predicts_the_same(checkpoint_path, fresh):
     original = fresh()
@@ -15,7 +17,7 @@ def test_round_trip_predicts_the_same(checkpoint_path, fresh):
     assert loaded.config == original.config and loaded.hash_spec == original.hash_spec
     assert loaded.text_spec == original.text_spec and loaded.provenance == original.provenance
     batch = loaded.text_encoder().encode(["a moving, funny film", "dull and overlong"])
-    args = (batch.token_codes, batch.attention_mask, batch.token_type_ids)
+    args = tensors(batch, "token_codes", "attention_mask", "token_type_ids")
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(*args), original.model(*args), rtol=0, atol=0)
 
@@ -23,7 +25,7 @@ def test_round_trip_predicts_the_same(checkpoint_path, fresh):
 def test_file_holds_only_plain_data_and_no_hash_state(checkpoint_path):
     data = torch.load(checkpoint_path, weights_only=True)
     assert set(data) == {"format", "format_version", "kind", "config", "hash_spec", "text_spec",
-                         "labels", "provenance", "state_dict"}
+                         "labels", "provenance", "pairs", "state_dict"}
     assert not any("multipliers" in k or "vocab_cache" in k for k in data["state_dict"])
 
 

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from eelbert_export import audit
-from eelbert_export.exporters import coreml, mil
-from eelbert_export.exporters.mil import ct
+from eelbert_export.exporters import coreml
+from eelbert_export.exporters.base import artifact_size
+from eelbert_export.exporters.coreml import mil, program
+from eelbert_export.exporters.coreml.mil import ct
 from eelbert_export.hashing import token_codes
 from eelbert_export.predict import load_predictor
+from eelbert_export.reports import audit
 from eelbert_export.zoo import default_model, models_dir
 
 from .exports import artifact, assert_hash_stage_exact, export_modes, run, sidecar
@@ -55,7 +57,7 @@ def test_reduced_precision_packages(exported, mode):
 def test_compressed_sizes(exported):
     """Every package within its budget in pyproject.toml (the size report's limits)."""
     def size(mode):
-        return coreml.size(exported / artifact(mode, ".mlpackage"))["bytes"]
+        return artifact_size(exported / artifact(mode, ".mlpackage"))["bytes"]
     rules = audit.budgets()
     for mode in MODES:
         assert size(mode) <= audit.limit_for(artifact(mode, ".mlpackage"), rules), mode
@@ -101,7 +103,7 @@ def test_fp16_hash_stage_is_caught(tmp_path, monkeypatch):
     """Convert with every op in fp16, the hash stage included: the checks refuse it. The fixed
     hash's stage ends in float ops (an n-gram table's stage is integer-only: fp16 cannot reach
     it), so this converts the fixed-hash model."""
-    monkeypatch.setattr(coreml, "outside_hash_stage", lambda hash_output: lambda op: True)
+    monkeypatch.setattr(program, "outside_hash_stage", lambda hash_output: lambda op: True)
     result = run("coreml", models_dir() / "uno-eelbert-sentiment.pt", "-o", tmp_path,
                  "--quantize", "fp16", "--data", tmp_path / "none")
     assert result.exit_code == 3

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from eelbert_export.cli import main
-from eelbert_export.data import committed_manifest, read_split
+from eelbert_export.data import committed_manifest
+from eelbert_export.tasks import read_split
 from eelbert_export.zoo import models_dir
 
 

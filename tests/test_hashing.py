@@ -12,13 +12,12 @@ from eelbert_export.hashing import (
     BOW,
     EOW,
     PAPER_SPEC,
-    HashEmbedding,
     HashSpec,
-    NgramBuckets,
     bucket_reference,
     embed_reference,
     token_codes,
 )
+from eelbert_export.model import HashEmbedding, NgramBuckets
 
 SPECS = [HashSpec(), PAPER_SPEC, HashSpec(orders=4, dim=64, max_chars=8, seed=7)]
 SPECIALS = ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"]

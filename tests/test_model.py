@@ -11,8 +11,10 @@ from eelbert_export.model import (
     default_hash_spec,
     named_configs,
 )
-from eelbert_export.summary import summarize
+from eelbert_export.reports.summary import summarize
 from eelbert_export.text import TextEncoder, TextSpec, vocabulary
+
+from .conftest import tensors
 
 SENTENCES = ["a gorgeous, witty, seductive movie.", "the plot is nothing but boilerplate",
              "Über-long compound: antidisestablishmentarianism!", ""]
@@ -44,8 +46,8 @@ def test_classifier_logits_ignore_padding(encoder):
     model = build("uno-eelbert")
     short, padded = encoder.encode(SENTENCES), encoder.encode(SENTENCES, pad_to=40)
     with torch.no_grad():
-        a = model(short.token_codes, short.attention_mask, short.token_type_ids)
-        b = model(padded.token_codes, padded.attention_mask, padded.token_type_ids)
+        a = model(*tensors(short, "token_codes", "attention_mask", "token_type_ids"))
+        b = model(*tensors(padded, "token_codes", "attention_mask", "token_type_ids"))
     assert a.shape == (4, 2)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
@@ -55,9 +57,9 @@ def test_vocabulary_cache_gives_the_same_logits(encoder):
     batch = encoder.encode(SENTENCES)
     model.encoder.embeddings.word.cache_vocabulary(vocabulary())
     with torch.no_grad():
-        direct = model(batch.token_codes, batch.attention_mask, batch.token_type_ids)
-        cached = model(batch.token_codes, batch.attention_mask, batch.token_type_ids,
-                       batch.input_ids)
+        direct = model(*tensors(batch, "token_codes", "attention_mask", "token_type_ids"))
+        cached = model(*tensors(batch, "token_codes", "attention_mask", "token_type_ids",
+                                "input_ids"))
     torch.testing.assert_close(direct, cached, rtol=0, atol=0)
 
 
@@ -65,7 +67,7 @@ def test_table_baseline_takes_ids(encoder):
     model = build("bert-tiny")
     batch = encoder.encode(SENTENCES)
     with torch.no_grad():
-        logits = model(batch.model_tokens("table"), batch.attention_mask, batch.token_type_ids)
+        logits = model(*tensors(batch, "input_ids", "attention_mask", "token_type_ids"))
     assert logits.shape == (4, 2)
 
 
@@ -74,7 +76,7 @@ def test_mlm_head_has_no_vocabulary_decoder(encoder):
     assert isinstance(model, MaskedLM)
     batch = encoder.encode(SENTENCES[:2])
     with pytest.raises(RuntimeError, match="cache_vocabulary"):
-        model(batch.token_codes, batch.attention_mask, batch.token_type_ids)
+        model(*tensors(batch, "token_codes", "attention_mask", "token_type_ids"))
     hidden = model.encoder.config.hidden
     assert sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder")) \
         == hidden * hidden + 3 * hidden + model.encoder.config.vocab_size

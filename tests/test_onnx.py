@@ -30,7 +30,7 @@ def test_float32_artifact_is_exact_and_described(exported):
     assert info["inputs"][0]["shape"] == ["batch", "seq", 20]
     assert info["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 2]}]
     assert info["model"]["labels"] == ["rotten", "fresh"] and info["max_chars"] == 20
-    assert info["text"]["mode"] == "wordpiece" and "lower-case" in info["text"]["rules"]
+    assert info["text"]["mode"] == "wordpiece" and "lower-case" in info["text_rules"]
     assert info["hash_spec"]["variant"] == "portable" and info["quantization"] == "none"
     assert info["size"]["bytes"] == path.stat().st_size
 
@@ -109,10 +109,11 @@ def test_export_bad_input_exits_2(tmp_path, fresh, case, message):
     elif case == "table-model":
         checkpoint.save(model, fresh("bert-tiny"))
     elif case == "int64-model":
-        from eelbert_export.cli import init_checkpoint
+        from eelbert_export.hashing import PAPER_SPEC
+        from eelbert_export.train import starting_point
 
         ckpt = fresh()
-        int64 = init_checkpoint("uno-eelbert", "int64")
+        int64 = starting_point("uno-eelbert", PAPER_SPEC)
         clf = checkpoint.new_model("classifier", ckpt.config, int64.hash_spec)
         checkpoint.save(model, checkpoint.Checkpoint(clf.eval(), ckpt.text_spec, ckpt.labels))
     extra = ["--max-chars", 16] if case == "table-model" else []

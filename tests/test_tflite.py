@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from eelbert_export import audit
 from eelbert_export.errors import VerificationError
 from eelbert_export.exporters import tflite
+from eelbert_export.exporters.base import BY_NAME, artifact_size
 from eelbert_export.predict import load_predictor
+from eelbert_export.reports import audit
 from eelbert_export.zoo import default_model
 
 from .exports import artifact, assert_hash_stage_exact, export_modes, run, sidecar
@@ -47,7 +48,7 @@ def test_builtin_ops_only_and_listed(exported, mode):
 @pytest.mark.parametrize("mode", MODES[1:])
 def test_reduced_precision_models(exported, mode):
     check = sidecar(exported / artifact(mode, ".tflite"))["verification"]
-    floor = tflite.MIN_COSINE.get(mode, 0.999)
+    floor = BY_NAME["tflite"].min_cosine.get(mode, 0.999)
     assert check["passed"] and check["label_agreement"] >= 0.99 and check["cosine"] >= floor
     assert check["hash_stage"]["bit_exact"]
 
@@ -56,7 +57,7 @@ def test_sizes_within_budgets(exported):
     """Every file within its budget in pyproject.toml (the size report's limits), int8 at most
     0.36x the float32 file."""
     def size(mode):
-        return tflite.size(exported / artifact(mode, ".tflite"))["bytes"]
+        return artifact_size(exported / artifact(mode, ".tflite"))["bytes"]
     rules = audit.budgets()
     for mode in MODES:
         assert size(mode) <= audit.limit_for(artifact(mode, ".tflite"), rules), mode

@@ -4,8 +4,9 @@ audit finds its word-embedding bytes where the model keeps them."""
 
 import pytest
 
-from eelbert_export import audit, checkpoint
-from eelbert_export.exporters import coreml, onnx, tflite
+from eelbert_export import checkpoint
+from eelbert_export.exporters.base import FORMATS
+from eelbert_export.reports import audit
 
 from .exports import assert_hash_stage_exact, run, sidecar
 
@@ -20,15 +21,15 @@ def models(tmp_path_factory, fresh):
     return folder
 
 
-@pytest.mark.parametrize("fmt", [onnx, coreml, tflite], ids=lambda f: f.NAME)
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=lambda f: f.name)
 @pytest.mark.parametrize("name", VARIANTS)
 def test_variant_exports_with_an_exact_hash_stage(models, tmp_path, fmt, name):
-    result = run(fmt.NAME, models / f"{name}.pt", "-o", tmp_path, "--data", tmp_path / "none")
+    result = run(fmt.name, models / f"{name}.pt", "-o", tmp_path, "--data", tmp_path / "none")
     assert result.exit_code == 0, result.output
-    path = tmp_path / f"{name}{fmt.SUFFIX}"
+    path = tmp_path / f"{name}{fmt.suffix}"
     check = sidecar(path)["verification"]
     assert check["passed"] and check["hash_stage"]["bit_exact"] and check["max_abs_diff"] <= 1e-4
-    assert_hash_stage_exact(fmt, path, seed=21)
+    assert_hash_stage_exact(fmt.load(), path, seed=21)
     # The word embedding's trainable parameters (table, projection) are counted where they are.
     want = audit.audit(models / f"{name}.pt")["groups"].get("word embedding", {"values": 0})
     got = audit.audit(path)["groups"]["word embedding"]

@@ -1,6 +1,4 @@
-"""Export formats, side by side, each the same shape (convert, quantize, check, run) on one
-shared pipeline (``pipeline.py``). Keyed by artifact suffix."""
-
-from eelbert_export.exporters import coreml, onnx, tflite
-
-FORMATS = {fmt.SUFFIX: fmt for fmt in (onnx, coreml, tflite)}
+"""Export formats, side by side: ``base.py`` (the interface, each format's facts and options,
+the registry by suffix), ``deployable.py`` (the traced module), one module per format
+(``onnx``, ``coreml/``, ``tflite``), ``verify.py`` and ``pipeline.py`` (one export). Importing
+this package loads no format."""

@@ -6,29 +6,24 @@ int32."""
 from __future__ import annotations
 
 import ast
-import contextlib
-import io
-import logging
 import tempfile
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 from onnx import numpy_helper
 
 from eelbert_export.errors import VerificationError
-from eelbert_export.exporters.pipeline import HASH_SCOPE, Deployable, Tensor, file_size, move_file
+from eelbert_export.exporters.base import HASH_SCOPE, OnnxOptions, Tensor, quiet
 
-NAME = "onnx"
-SUFFIX = ".onnx"
-FOLDER = False
-QUANTIZATIONS = ("none", "fp16", "int8")
+if TYPE_CHECKING:
+    from eelbert_export.exporters.deployable import Deployable
+
 HASH_MARK = "/hash"  # suffix of the hash stage's node names
 DEFAULT_DOMAINS = ("", "ai.onnx")
-# Measured node by node on the default model's dev split (README): the 256-weight token-type
+# Measured node by node on the default model's dev split (docs/onnx.md): the 256-weight token-type
 # table cost as much label agreement as a 16k-weight attention projection while saving under
 # 1 kB, so int8 keeps every weight tensor smaller than this in float.
 MIN_QUANTIZED_WEIGHTS = 4096
@@ -40,19 +35,16 @@ def conversion(quantization: str) -> str:
 
 
 def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
-            options: dict, conversion: str,
+            options: OnnxOptions, conversion: str,
             calibration: list[dict[str, np.ndarray]]) -> dict:
     """Export in float32; ``quantize`` stores the weights in fewer bits afterwards."""
-    opset = options.get("opset", 18)
+    import torch
+
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     dynamic = tuple({0: batch, 1: seq} for _ in deployable.input_names)
     args = tuple(torch.from_numpy(v) for v in example.values())
-    # The exporter narrates its passes and warns about torchvision and tracing internals that
-    # say nothing about this model; the verification below is what speaks to the artifact.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore", (UserWarning, FutureWarning))
-        program = torch.onnx.export(deployable, args, dynamo=True, opset_version=opset,
+    with quiet():
+        program = torch.onnx.export(deployable, args, dynamo=True, opset_version=options.opset,
                                     input_names=deployable.input_names,
                                     output_names=[deployable.output_name],
                                     dynamic_shapes=dynamic, verbose=False)
@@ -66,6 +58,9 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
         node.doc_string = ""
     del model.graph.value_info[:]  # intermediate shapes, which onnxruntime infers: 15 kB
     onnx.save(model, str(path))
+    opset = next(o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS)
+    if opset != options.opset:
+        raise VerificationError(f"asked for opset {options.opset}, the exporter wrote {opset}")
     return {"converter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
             "opset": opset, "dynamic_axes": ["batch", "seq"], "runtime":
             f"onnxruntime {ort.__version__}"}
@@ -146,7 +141,7 @@ def int8_weights(model: onnx.ModelProto, path: Path) -> dict:
     """Weight-only int8: each weight matrix stored as int8 with one scale per output channel
     (symmetric), restored by a DequantizeLinear where it is used; the ops compute in float32.
     onnxruntime's dynamic quantization (activations quantized at run time too) was measured on
-    the default model's dev split and missed the cosine floor (README)."""
+    the default model's dev split and missed the cosine floor (docs/onnx.md)."""
     axis = {}  # per output channel: rows of a Gather table, columns of a MatMul weight
     for node in model.graph.node:
         if node.op_type == "Gather":
@@ -229,5 +224,3 @@ def tensors(path: Path) -> list[Tensor]:
                 names.append(node.output[0])
     return [Tensor(name, a.dtype.name, a.size, a.nbytes) for name, a in zip(names, stored)]
 
-
-size, move = file_size, move_file

@@ -6,37 +6,20 @@ it needs when called.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
 import re
-import sys
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
+from eelbert_export.contract import pad_to
 from eelbert_export.errors import InputError, VerificationError
-from eelbert_export.exporters.pipeline import Deployable, Tensor, file_size, move_file, pad_to
+from eelbert_export.exporters.base import Tensor, TFLiteOptions, quiet
 
-# torchao, which litert-torch imports, warns that its CUDA kernels do not load and about
-# torch internals; neither concerns a CPU export.
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-logging.getLogger("torchao").setLevel(logging.ERROR)
-
-NAME = "tflite"
-SUFFIX = ".tflite"
-FOLDER = False
-QUANTIZATIONS = ("none", "fp16", "int8", "int8-weights", "int8-full")
+if TYPE_CHECKING:
+    from eelbert_export.exporters.deployable import Deployable
 # How litert-torch names the hash stage's tensors: the fixed hash, or the n-gram table's ids.
 HASH_TENSORS = "(HashEmbedding|NgramBuckets)_word"
-# int8-full quantizes activations too: on the default model's dev split its logits reach
-# cosine 0.998 (label agreement 99.3%; the fixed-hash model's 0.988), so it is held to its own
-# stated floor (docs/tflite.md).
-MIN_COSINE = {"int8-full": 0.98}
 # Left out of int8-full's activation quantization: the hash stage (exactness), the embedding's
 # mean over a token's n-gram rows and its projection (int8 sums of ~120 rows: cosine 0.958,
 # and 98.9% label agreement with the projection quantized), the attention scores (the -10,000
@@ -48,42 +31,25 @@ FLOAT_SCOPES = (HASH_TENSORS, "Encoder_encoder/Embeddings_embeddings;", "SelfAtt
 WEIGHT_ONLY = "(Embedding_ngrams|Linear_project);"
 
 
-class Named(nn.Module):
-    """The deployable with keyword inputs and a dict output: the signature's names are then
-    the canonical ones (``token_codes``, ``logits``) instead of ``args_0``, ``output_0``."""
-
-    def __init__(self, deployable: Deployable):
-        super().__init__()
-        self.deployable = deployable
-
-    def forward(self, token_codes, attention_mask, token_type_ids=None):
-        return {self.deployable.output_name:
-                self.deployable(token_codes, attention_mask, token_type_ids)}
-
-
-class NamedTable(Named):
-    """The same for a table model (the bert-tiny baseline), which takes ``input_ids``."""
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        return super().forward(input_ids, attention_mask, token_type_ids)
-
-
 def conversion(quantization: str) -> str:
     """Every mode starts from the float32 conversion."""
     return "float32"
 
 
-def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path, options: dict,
-            conversion: str, calibration: list[dict[str, np.ndarray]]) -> dict:
+def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
+            options: TFLiteOptions, conversion: str,
+            calibration: list[dict[str, np.ndarray]]) -> dict:
     import litert_torch
+    import torch
 
-    seq = options.get("seq_len") or deployable.max_length
+    from eelbert_export.exporters.deployable import Named
+
+    seq = options.seq_len or deployable.max_length
     if seq > deployable.max_length:
         raise InputError(f"--seq-len {seq} is past the model's {deployable.max_length} tokens")
     shapes = {name: (1, seq) + tuple(value.shape[2:]) for name, value in example.items()}
     kwargs = {name: torch.zeros(shape, dtype=torch.int32) for name, shape in shapes.items()}
-    named = Named if deployable.hashed else NamedTable
-    to_tflite(named(deployable).eval(), kwargs, path)
+    to_tflite(Named.of(deployable), kwargs, path)
     return {"converter": f"litert-torch {litert_torch.__version__}, torch {torch.__version__}",
             "shapes": f"static: batch 1, seq {seq} (pad shorter texts; the app does the same)",
             "runtime": f"LiteRT interpreter (ai-edge-litert {litert_version()})"}
@@ -272,10 +238,7 @@ def quantization_bytes(quantization) -> int:
                for field, width in sizes.items() if getattr(quantization, field) is not None)
 
 
-size, move = file_size, move_file
-
-
-def to_tflite(module: nn.Module, kwargs: dict[str, torch.Tensor], path: Path) -> None:
+def to_tflite(module, kwargs: dict, path: Path) -> None:
     """Convert with builtin ops only. litert-torch refuses ops that would need TensorFlow
     kernels (Flex): that becomes a one-line reason naming them."""
     import litert_torch
@@ -324,23 +287,3 @@ def shorten_names(path: Path) -> None:
 def litert_version() -> str:
     from importlib.metadata import version
     return version("ai-edge-litert")
-
-
-@contextlib.contextmanager
-def quiet():
-    """litert-torch and ai-edge-quantizer narrate every step, and the converter and interpreter
-    log from C++ straight to file descriptor 2: silence both levels while they work."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

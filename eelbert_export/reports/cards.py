@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from eelbert_export import checkpoint
-from eelbert_export.summary import summarize
-from eelbert_export.tasks import load_task
+from eelbert_export.errors import InputError
+from eelbert_export.model import BASELINE
+from eelbert_export.reports.summary import summarize
+from eelbert_export.tasks import TASKS, load_task
 from eelbert_export.train import evaluate
 
 # The zoo's rows (named configs, each fine-tuned from scratch by the same recipe and lr search;
@@ -23,8 +25,6 @@ ROWS = {
     "uno-eelbert-wide": "UNO-EELBERT, 2,048-dim fixed hash + trainable projection",
     "uno-eelbert-ngrams": "UNO-EELBERT-ngrams (n-gram table, 128 positions)",
 }
-BASELINE = "bert-tiny"
-TASKS = ("sentiment", "boolq", "sms-spam")
 RUN_NAME = re.compile(r"(?P<row>.+)\.(?P<task>[a-z-]+)\.lr(?P<lr>[0-9.e-]+)\.s(?P<seed>\d+)\.pt")
 
 
@@ -113,9 +113,12 @@ def comparison(runs: Path, data_dir: Path, timing_runs: int = 200) -> dict:
     """Every row's test accuracy per task (lr chosen on dev; mean and spread over seeds), its
     size, the size of its int8 ONNX file and the p50 latency of its float32 ONNX file at batch
     1 x 128 tokens on one thread, timed interleaved with every other row in this one run."""
-    from eelbert_export import bench
-    from eelbert_export.exporters import onnx, pipeline
+    from eelbert_export.exporters import pipeline
+    from eelbert_export.exporters.base import BY_NAME
+    from eelbert_export.reports import bench
 
+    if not runs.is_dir():
+        raise InputError(f"{runs}: no such folder (train the zoo with `make zoo`)")
     tasks = {t: load_task(t, data_dir) for t in TASKS}
     found, rows = zoo_runs(runs), {}
     for (row, task), by_lr in found.items():
@@ -132,9 +135,10 @@ def comparison(runs: Path, data_dir: Path, timing_runs: int = 200) -> dict:
             main = Path(results.get("sentiment", next(iter(results.values())))["path"])
             results["size"] = summarize(checkpoint.load(main).model)
             for mode in ("none", "int8"):
-                sidecar = pipeline.export(onnx, main, Path(tmp), mode, force=True,
-                                          verify_artifact=False, data_dir=None)
-                results[f"onnx_{mode}_bytes"] = sidecar["size"]["bytes"]
+                sidecar = pipeline.export(pipeline.ExportRequest(
+                    BY_NAME["onnx"], main, Path(tmp), mode, verify=False, data_dir=None,
+                    force=True))
+                results[f"onnx_{mode}_bytes"] = sidecar.size["bytes"]
             run, feeds_for, _ = bench.load(Path(tmp) / f"{main.stem}.onnx", 1)
             jobs.append((run, feeds_for(1, 128)))
         for results, times in zip(rows.values(), bench.interleaved(jobs, timing_runs)):

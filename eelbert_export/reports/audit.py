@@ -13,14 +13,21 @@ import re
 import tomllib
 from pathlib import Path
 
-from eelbert_export import checkpoint
-from eelbert_export.errors import EelbertError, InputError
-from eelbert_export.exporters import FORMATS
-from eelbert_export.exporters.pipeline import Tensor, file_size
+from eelbert_export.errors import InputError
+from eelbert_export.exporters.base import (
+    CHECKPOINT,
+    FORMATS,
+    Tensor,
+    artifact_size,
+    format_of,
+    reading,
+)
+from eelbert_export.files import atomic_path, write_json, write_text
 
-# The part of the model a tensor belongs to: the first group whose pattern its name matches.
-# Names differ by format (state-dict paths, Core ML's p_model_..., LiteRT's module locations);
-# tensors of fewer than SMALL values outside the word embedding are shapes and scalars.
+# The parts of a model, one naming for every report (``inspect`` too): a tensor belongs to the
+# first group whose pattern its name matches. Names differ by format (state-dict paths, Core
+# ML's p_model_..., LiteRT's module locations); tensors of fewer than SMALL values outside the
+# word embedding are shapes and scalars.
 GROUPS = (
     ("word embedding", r"embeddings[._](word|ngrams|project)|Embedding_word|_ngrams|"
                        r"Linear_project|^hash/"),
@@ -33,20 +40,22 @@ GROUPS = (
 SMALL = 16
 SHAPES, OTHER = "shapes and scalars", "other constants"
 UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2}
-CHECKPOINT = ".pt"
 SUFFIXES = (CHECKPOINT, *FORMATS)
 
 
-def group_of(tensor: Tensor) -> str:
-    # A LiteRT weight carries the locations of the ops fused around it ("LayerNorm;;Linear"):
-    # its owner is the first that is not a LayerNorm and names a group.
-    parts = [p for p in tensor.name.split(";") if p] or [tensor.name]
+def named_group(name: str) -> str:
+    """The group a tensor's name says it belongs to. A LiteRT weight carries the locations of
+    the ops fused around it ("LayerNorm;;Linear"): its owner is the first that is not a
+    LayerNorm and names a group."""
+    parts = [p for p in name.split(";") if p] or [name]
     parts.sort(key=lambda part: "LayerNorm" in part)
-    group = next((g for part in parts for g, pattern in GROUPS if re.search(pattern, part)),
-                 OTHER)
-    if tensor.count < SMALL and group != GROUPS[0][0]:
-        return SHAPES
-    return group
+    return next((g for part in parts for g, pattern in GROUPS if re.search(pattern, part)),
+                OTHER)
+
+
+def group_of(tensor: Tensor) -> str:
+    group = named_group(tensor.name)
+    return SHAPES if tensor.count < SMALL and group != GROUPS[0][0] else group
 
 
 def parse_size(text: str | int) -> int:
@@ -58,32 +67,19 @@ def parse_size(text: str | int) -> int:
 
 
 def checkpoint_tensors(path: Path) -> list[Tensor]:
+    from eelbert_export import checkpoint
+
     state = checkpoint.load(path).model.state_dict()
     return [Tensor(name, str(t.dtype).removeprefix("torch."), t.numel(),
                    t.numel() * t.element_size()) for name, t in state.items()]
 
 
-def reader(path: Path):
-    """(tensors, size) functions for an artifact, by its suffix."""
-    if path.suffix == CHECKPOINT:
-        return checkpoint_tensors, file_size
-    if path.suffix in FORMATS:
-        return FORMATS[path.suffix].tensors, FORMATS[path.suffix].size
-    raise InputError(f"{path}: cannot audit this file type (one of {', '.join(SUFFIXES)})")
-
-
 def audit(path: Path) -> dict:
     """Bytes on disk and gzipped, bytes/values/dtypes per group, and the container."""
-    tensors, size = reader(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    try:
-        stored, sizes = tensors(path), size(path)
-    except EelbertError:
-        raise
-    except Exception as e:  # a truncated or foreign file: its reader's own error, in one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: cannot read it as {path.suffix}: {first}") from None
+    info = format_of(path, "an artifact to audit")
+    with reading(path):
+        stored = checkpoint_tensors(path) if info is None else info.load().tensors(path)
+    sizes = artifact_size(path)
     groups: dict[str, dict] = {}
     for tensor in stored:
         group = groups.setdefault(group_of(tensor), {"bytes": 0, "values": 0, "tensors": 0,
@@ -212,3 +208,15 @@ def plot(reports: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def save(reports: list[dict], json_path: Path | None, markdown_path: Path | None,
+         plot_path: Path | None) -> None:
+    """The reports as JSON, the markdown table and the bar chart, where asked."""
+    if json_path is not None:
+        write_json(json_path, reports)
+    if markdown_path is not None:
+        write_text(markdown_path, markdown(reports))
+    if plot_path is not None:
+        with atomic_path(plot_path) as tmp:
+            plot(reports, tmp)

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from eelbert_export import checkpoint
+from eelbert_export.contract import feeds
 from eelbert_export.errors import InputError
-from eelbert_export.exporters import FORMATS, coreml, onnx, pipeline, tflite
-from eelbert_export.exporters.pipeline import SAMPLE_TEXTS, feeds
+from eelbert_export.exporters import pipeline
+from eelbert_export.exporters.base import BY_NAME, format_of
+from eelbert_export.exporters.deployable import SAMPLE_TEXTS
 from eelbert_export.predict import load_predictor
-from eelbert_export.report import table_checkpoint
+from eelbert_export.reports.export_all import table_checkpoint
 from eelbert_export.text import TextEncoder
 from eelbert_export.zoo import models_dir
 
@@ -32,12 +34,8 @@ TEXT = SAMPLE_TEXTS[10]  # real words, long enough to fill 128 tokens
 
 def check(path: Path) -> None:
     """Refuse what cannot be timed here, before any timing starts."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.suffix not in (".pt", *FORMATS):
-        raise InputError(f"{path}: cannot benchmark this file type (.pt, .onnx, .tflite, "
-                         ".mlpackage on macOS)")
-    if path.suffix == coreml.SUFFIX and platform.system() != "Darwin":
+    info = format_of(path, "an artifact to time")
+    if info is BY_NAME["coreml"] and platform.system() != "Darwin":
         raise InputError(f"{path.name}: Core ML runs only on macOS; time it there (on Linux "
                          "its program is checked by an evaluator, not a runtime)")
 
@@ -88,7 +86,8 @@ PROBES = {
            "from eelbert_export.predict import load_predictor\n"
            "load_predictor(Path(PATH)).run(FEEDS)\n",
 }
-PROBES[coreml.SUFFIX] = PROBES[".pt"]  # macOS only: MLModel.predict through predict's runner
+# macOS only: MLModel.predict through predict's runner.
+PROBES[BY_NAME["coreml"].suffix] = PROBES[".pt"]
 
 
 # The process's own peak in kB: VmHWM belongs to the memory map that exec created, while
@@ -158,22 +157,24 @@ def hash_cost(out_dir: Path, runs: int, progress=lambda line: None) -> list[dict
     """Each shipped hash model and its table twin, exported with ``--output hidden`` to ONNX
     and TFLite, timed interleaved at batch 1, seq 128, one thread: the ratio is the cost of
     computing the embedding in the graph instead of looking it up."""
+    if not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} does not exist")
     rows = []
     for title, name in PAIRS:
         source = models_dir() / name
         twin, model = out_dir / f"{Path(name).stem}.table.pt", checkpoint.load(source)
         table_checkpoint(model, model.config, twin)
-        for fmt in (onnx, tflite):
+        for fmt in (BY_NAME["onnx"], BY_NAME["tflite"]):
             runners = []
             for path in (source, twin):
-                progress(f"{title} {fmt.NAME}: exporting {path.name}")
-                sidecar = pipeline.export(fmt, path, out_dir, output="hidden", force=True,
-                                          data_dir=None)
-                run, feeds_for, _ = load(out_dir / sidecar["artifact"], 1)
+                progress(f"{title} {fmt.name}: exporting {path.name}")
+                sidecar = pipeline.export(pipeline.ExportRequest(
+                    fmt, path, out_dir, output="hidden", data_dir=None, force=True))
+                run, feeds_for, _ = load(out_dir / sidecar.artifact, 1)
                 runners.append((run, feeds_for(1, 128)))
             times = interleaved(runners, runs)
             hashed, table = (1e3 * float(np.percentile(t, 50)) for t in times)
-            rows.append({"model": title, "format": fmt.NAME, "hash_p50_ms": hashed,
+            rows.append({"model": title, "format": fmt.name, "hash_p50_ms": hashed,
                          "table_p50_ms": table, "ratio": hashed / table, "runs": runs})
     return rows
 

@@ -10,26 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from eelbert_export.errors import VerificationError
+from eelbert_export.exporters.base import quiet
 
 # coremltools announces, at import, the macOS-only runtime it cannot load and the torch
-# version it was not tested with, and the torchao it imports warns about torch internals;
-# none of it concerns an export that is verified here.
-logging.getLogger("coremltools").setLevel(logging.ERROR)
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-
-import coremltools as ct  # noqa: E402
-from coremltools.converters.mil.frontend.milproto.load import load as load_proto  # noqa: E402
-from coremltools.converters.mil.mil import types  # noqa: E402
-from coremltools.converters.mil.mil.ops.defs.iOS15.elementwise_binary import (  # noqa: E402
-    elementwise_binary,
-)
+# version it was not tested with; none of it concerns an export that is verified here.
+with quiet():
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as load_proto
+    from coremltools.converters.mil.mil import types
+    from coremltools.converters.mil.mil.ops.defs.iOS15.elementwise_binary import (
+        elementwise_binary,
+    )
 
 
 def gelu(op, values: dict) -> np.ndarray:

@@ -5,7 +5,6 @@ everything, written as size.md, size.json and size.png."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -14,13 +13,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from eelbert_export import audit, checkpoint
+from eelbert_export import checkpoint
 from eelbert_export.errors import InputError, VerificationError
-from eelbert_export.exporters import FORMATS, pipeline
-from eelbert_export.files import atomic_path
-from eelbert_export.model import ModelConfig, named_configs
-
-BASELINE = "bert-tiny"
+from eelbert_export.exporters import pipeline
+from eelbert_export.exporters.base import FORMATS
+from eelbert_export.files import write_json, write_text
+from eelbert_export.model import BASELINE, ModelConfig, named_configs
+from eelbert_export.reports import audit
 
 
 def table_checkpoint(model: checkpoint.Checkpoint, config: ModelConfig, path: Path) -> None:
@@ -40,9 +39,9 @@ def table_checkpoint(model: checkpoint.Checkpoint, config: ModelConfig, path: Pa
 
 
 def jobs(formats: list[str] | None = None) -> list[tuple]:
-    """(format module, mode) for every mode of the named formats (default: all)."""
-    return [(fmt, mode) for fmt in FORMATS.values() if not formats or fmt.NAME in formats
-            for mode in fmt.QUANTIZATIONS]
+    """(format, mode) for every mode of the named formats (default: all)."""
+    return [(fmt, mode) for fmt in FORMATS.values() if not formats or fmt.name in formats
+            for mode in fmt.quantizations]
 
 
 def export_all(model_path: Path, out_dir: Path, data_dir: Path | None, force: bool,
@@ -50,6 +49,13 @@ def export_all(model_path: Path, out_dir: Path, data_dir: Path | None, force: bo
     """Export and verify every format x mode; ``allowed`` names ``format:mode`` pairs whose
     refusal (the artifact missed its tolerance) is expected and does not fail the run. The
     baseline is not verified: its weights are random, and only its sizes are compared."""
+    known = {f"{fmt.name}:{mode}" for fmt, mode in jobs()}
+    unknown = sorted(set(allowed) - known)
+    if unknown:
+        raise InputError(f"--allow-refusal {unknown[0]}: not a format:mode (one of "
+                         f"{', '.join(sorted(known))})")
+    if not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} does not exist")
     ckpt = checkpoint.load(model_path)
     base_dir = out_dir / "baseline"
     base_dir.mkdir(exist_ok=True)
@@ -66,20 +72,20 @@ def export_all(model_path: Path, out_dir: Path, data_dir: Path | None, force: bo
         memo = pipeline.Memo(Path(work))
         for source, folder, verify in ((model_path, out_dir, True), (base_path, base_dir, False)):
             for fmt, mode in todo:
-                bar.set_postfix_str(f"{source.stem} {fmt.NAME} {mode}")
+                bar.set_postfix_str(f"{source.stem} {fmt.name} {mode}")
                 start = time.perf_counter()
+                request = pipeline.ExportRequest(fmt, source, folder, mode, verify=verify,
+                                                 data_dir=data_dir, force=force)
                 try:
-                    sidecar = pipeline.export(fmt, source, folder, mode, force=force,
-                                              verify_artifact=verify, data_dir=data_dir,
-                                              memo=memo)
+                    sidecar = pipeline.export(request, memo)
                     if verify:
-                        results["exports"].append(sidecar)
+                        results["exports"].append(sidecar.to_dict())
                 except VerificationError as e:  # bad input (InputError) stops the run instead
-                    entry = {"format": fmt.NAME, "mode": mode, "model": source.name,
+                    entry = {"format": fmt.name, "mode": mode, "model": source.name,
                              "error": str(e)}
-                    expected = verify and f"{fmt.NAME}:{mode}" in allowed
+                    expected = verify and f"{fmt.name}:{mode}" in allowed
                     results["refused" if expected else "failed"].append(entry)
-                results["seconds"].append({"model": source.name, "format": fmt.NAME, "mode": mode,
+                results["seconds"].append({"model": source.name, "format": fmt.name, "mode": mode,
                                            "verified": verify,
                                            "seconds": round(time.perf_counter() - start, 1)})
                 bar.update()
@@ -105,11 +111,8 @@ def write(results: dict, out_dir: Path) -> str:
         (verified[0]["verification"]["texts"] if verified else "nothing") + \
         f"; baseline: {BASELINE} with random weights of the same labels, exported the same " \
         "way (sizes only).\n"
-    with atomic_path(out_dir / "size.md") as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    summary = {k: results[k] for k in ("model", "refused", "failed", "seconds", "reports")}
-    with atomic_path(out_dir / "size.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    with atomic_path(out_dir / "size.png") as tmp:
-        audit.plot(results["reports"], tmp)
+    write_text(out_dir / "size.md", text)
+    write_json(out_dir / "size.json",
+               {k: results[k] for k in ("model", "refused", "failed", "seconds", "reports")})
+    audit.save(results["reports"], None, None, out_dir / "size.png")
     return text

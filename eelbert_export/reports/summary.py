@@ -1,47 +1,26 @@
-"""What a model is made of: parameters and bytes by part of the model (``eelbert-export inspect``).
-
-The groups are the ones size reports use, so a model's bytes can be followed from the
-checkpoint to every exported artifact.
+"""What a model is made of: parameters and bytes by part of the model (``eelbert-export inspect``),
+grouped and named as the size audit groups an artifact's tensors, so a model's bytes can be
+followed from the checkpoint to every exported artifact.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from eelbert_export.hashing import HashEmbedding
-from eelbert_export.model import MaskedLM
+from eelbert_export.model import HashEmbedding, MaskedLM
+from eelbert_export.reports.audit import GROUPS, named_group
 
-GROUPS = ("word embeddings (table)", "position/type embeddings", "attention", "FFN", "LayerNorm",
-          "pooler/classifier", "MLM head (training only)")
-
-
-def parameter_group(name: str, module: nn.Module) -> str:
-    """The group of a parameter, from its owning module and qualified name."""
-    parts = name.split(".")
-    if parts[0] in ("transform", "norm", "bias"):
-        return "MLM head (training only)"
-    if isinstance(module, nn.LayerNorm):
-        return "LayerNorm"
-    if parts[:2] == ["encoder", "embeddings"] and parts[2] in ("word", "ngrams", "project"):
-        return "word embeddings (table)"
-    if parts[:2] == ["encoder", "embeddings"]:
-        return "position/type embeddings"
-    if "attention" in parts:
-        return "attention"
-    if "layers" in parts:
-        return "FFN"
-    return "pooler/classifier"
+MLM_HEAD = "MLM head (training only)"
 
 
 def summarize(model: nn.Module) -> dict:
     """Parameter counts and fp32 bytes by group, plus the hash spec and its constants."""
     encoder = model.encoder
-    counts = dict.fromkeys(GROUPS, 0)
-    for module_name, module in model.named_modules():
-        for param_name, param in module.named_parameters(recurse=False):
-            name = f"{module_name}.{param_name}" if module_name else param_name
-            counts[parameter_group(name, module)] += param.numel()
-    deployable = {g: n for g, n in counts.items() if g != "MLM head (training only)"}
+    counts = dict.fromkeys([g for g, _ in GROUPS] + [MLM_HEAD], 0)
+    for name, param in model.named_parameters():
+        head = isinstance(model, MaskedLM) and not name.startswith("encoder.")
+        counts[MLM_HEAD if head else named_group(name)] += param.numel()
+    deployable = {g: n for g, n in counts.items() if g != MLM_HEAD}
     word = encoder.embeddings.word
     constants = [word.multipliers, word.offsets] if isinstance(word, HashEmbedding) else None
     config = encoder.config
@@ -51,7 +30,7 @@ def summarize(model: nn.Module) -> dict:
         "groups": [{"group": g, "params": n, "fp32_bytes": 4 * n} for g, n in counts.items() if n],
         "params": sum(deployable.values()),
         "fp32_bytes": 4 * sum(deployable.values()),
-        "training_only_params": counts["MLM head (training only)"],
+        "training_only_params": counts[MLM_HEAD],
         "hash_constants": None if constants is None else {
             "count": sum(c.numel() for c in constants),
             "dtype": str(constants[0].dtype).removeprefix("torch."),

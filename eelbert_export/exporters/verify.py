@@ -1,0 +1,133 @@
+"""Verification: an artifact, run in its own runtime, against the PyTorch model it came from, on
+real text (the model's dev split with gold labels when prepared, else a built-in sample), and
+its hash stage bit for bit against the Python-integer reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from eelbert_export import checkpoint, contract
+from eelbert_export.errors import InputError
+from eelbert_export.exporters.base import Format, FormatInfo
+from eelbert_export.exporters.deployable import SAMPLE_TEXTS, Deployable
+from eelbert_export.hashing import stage_reference, token_codes
+from eelbert_export.tasks import TASKS, Examples, batches, examples, load_task
+
+FLOAT_LOGIT_TOLERANCE = 1e-4
+MIN_LABEL_AGREEMENT = 0.99
+MIN_COSINE = 0.999
+
+
+def task_rows(ckpt: checkpoint.Checkpoint, data_dir: Path | None, split: str) -> list | None:
+    """The model's task split when it is prepared in ``data_dir``, else None."""
+    task = ckpt.provenance.get("task")
+    if data_dir is None or task not in TASKS:
+        return None
+    try:
+        return load_task(task, data_dir).split(split) or None
+    except InputError:
+        return None
+
+
+def sample(pairs: bool) -> Examples:
+    return Examples(SAMPLE_TEXTS, [t[::-1] for t in SAMPLE_TEXTS] if pairs else None, None)
+
+
+def verification_texts(ckpt: checkpoint.Checkpoint,
+                       data_dir: Path | None) -> tuple[str, Examples]:
+    """What verification runs, and a line saying so."""
+    rows = task_rows(ckpt, data_dir, "dev")
+    if rows:
+        return f"{ckpt.provenance['task']} dev split ({len(rows)} rows)", \
+            examples(rows, ckpt.labels)
+    return f"built-in sample ({len(SAMPLE_TEXTS)} texts)", sample(ckpt.pairs)
+
+
+def calibration_feeds(ckpt: checkpoint.Checkpoint, deployable: Deployable,
+                      data_dir: Path | None, count: int = 128) -> list[contract.Feeds]:
+    """Representative inputs for quantizers that calibrate activations, one row each: the
+    first ``count`` texts of the model's train split (never the dev split verification uses),
+    else the built-in sample."""
+    rows = task_rows(ckpt, data_dir, "train")
+    data = examples(rows[:count], ckpt.labels) if rows else sample(deployable.pairs)
+    encoder = ckpt.text_encoder()
+    return [contract.feeds(encoder.encode([text], None if data.pairs is None
+                                          else [data.pairs[i]]), deployable.input_names)
+            for i, text in enumerate(data.texts)]
+
+
+def encoded(ckpt: checkpoint.Checkpoint, deployable: Deployable,
+            data: Examples) -> list[contract.Feeds]:
+    encoder = ckpt.text_encoder()
+    return [contract.feeds(encoder.encode(chunk, pairs), deployable.input_names)
+            for chunk, pairs in batches(data)]
+
+
+def compare(reference: np.ndarray, artifact: np.ndarray, exact: bool,
+            labels: np.ndarray | None, min_cosine: float = MIN_COSINE) -> dict:
+    """Figures of artifact vs PyTorch, and whether they meet the tolerance for the precision."""
+    diff = np.abs(reference - artifact)
+    ref, art = reference.reshape(len(reference), -1), artifact.reshape(len(artifact), -1)
+    cosine = float(np.mean(np.sum(ref * art, 1) / np.maximum(
+        np.linalg.norm(ref, axis=1) * np.linalg.norm(art, axis=1), 1e-12)))
+    agreement = float(np.mean(reference.argmax(-1) == artifact.argmax(-1)))
+    figures = {"max_abs_diff": float(diff.max(initial=0.0)),
+               "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+               "cosine": cosine, "label_agreement": agreement}
+    if labels is not None and reference.ndim == 2:
+        figures["accuracy_pytorch"] = float(np.mean(reference.argmax(1) == labels))
+        figures["accuracy_artifact"] = float(np.mean(artifact.argmax(1) == labels))
+    if exact:
+        figures["tolerance"] = f"max_abs_diff <= {FLOAT_LOGIT_TOLERANCE}"
+        figures["passed"] = figures["max_abs_diff"] <= FLOAT_LOGIT_TOLERANCE
+    else:
+        figures["tolerance"] = (f"label_agreement >= {MIN_LABEL_AGREEMENT}, cosine >= "
+                                f"{min_cosine}")
+        figures["passed"] = agreement >= MIN_LABEL_AGREEMENT and cosine >= min_cosine
+    return figures
+
+
+def verify_hash(fmt: Format, path: Path, ckpt: checkpoint.Checkpoint) -> dict:
+    """The artifact's own hash stage on adversarial tokens vs the Python-integer reference."""
+    tokens = [t for text in SAMPLE_TEXTS for t in text.split()][:48] + \
+        ["", "[CLS]", "[SEP]", "##ing", "x" * 40, "\U0010FFFF", "ß"]
+    spec = ckpt.hash_spec
+    codes = token_codes(tokens, spec.max_chars)[None]
+    got = fmt.hash_runner(path)(codes)[0]
+    want = stage_reference(tokens, spec)
+    equal = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
+    return {"tokens": len(tokens), "bit_exact": equal,
+            "mismatched_values": int((got.view(np.uint32) != want.view(np.uint32)).sum())}
+
+
+def verify(info: FormatInfo, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable,
+           texts: tuple[str, Examples], quantization: str,
+           reference: np.ndarray | None = None) -> dict:
+    """The figures of the artifact at ``path`` against PyTorch (``reference``: its outputs on
+    ``texts`` when already computed)."""
+    fmt = info.load()
+    run = fmt.runner(path)
+    source, data = texts
+    inputs = encoded(ckpt, deployable, data)
+    artifact = np.concatenate([run(batch) for batch in inputs])
+    if reference is None:
+        reference = deployable.outputs(inputs)
+    min_cosine = info.min_cosine.get(quantization, MIN_COSINE)
+    figures = compare(reference, artifact, quantization == "none", data.labels, min_cosine)
+    figures["texts"] = source
+    if deployable.hashed:
+        figures["hash_stage"] = verify_hash(fmt, path, ckpt)
+        figures["passed"] = figures["passed"] and figures["hash_stage"]["bit_exact"]
+    return figures
+
+
+def describe_failure(figures: dict) -> str:
+    parts = [f"max |diff| {figures['max_abs_diff']:.2e}", f"cosine {figures['cosine']:.5f}",
+             f"label agreement {100 * figures['label_agreement']:.2f}%"]
+    stage = figures.get("hash_stage")  # table models have none
+    if stage and not stage["bit_exact"]:
+        parts.append(f"hash stage not bit-exact ({stage['mismatched_values']} "
+                     "values differ)")
+    return f"verification failed ({figures['tolerance']}): " + ", ".join(parts)
