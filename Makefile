@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo size-report bench clean schema
+.PHONY: install test lint demo size-report bench clean schema js chromium test-web
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,11 +13,32 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The reference JavaScript client (clients/js): onnxruntime-node, LiteRT.js, and for the web
+# page's test onnxruntime-web and playwright-core, pinned by package-lock.json.
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.installed
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --onnxruntime-node-install=skip --no-audit --no-fund
+	touch $@
+
+js: $(JS_STAMP)
+
+# Debian's Chromium for the web page's test (root, or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check eelbert_export tests
 
-test: lint
+test: lint js
 	$(BIN)/pytest
+
+# The web page (clients/js/web) in headless Chromium against fresh exports' test vectors;
+# screenshots in build/web/.
+test-web: $(STAMP) js chromium
+	$(BIN)/pytest -m web tests/web
 
 demo: $(STAMP)
 	$(BIN)/eelbert-export inspect
@@ -25,6 +46,8 @@ demo: $(STAMP)
 	$(BIN)/eelbert-export all -o build/demo --force
 	$(BIN)/eelbert-export predict build/demo/uno-eelbert-ngrams-sentiment.int8.onnx \
 	  "A gorgeous, witty, seductive movie." "The plot is nothing but boilerplate."
+	@echo "In a browser: make js && python3 -m http.server 8000, then open"
+	@echo "  http://localhost:8000/clients/js/web/?model=/build/demo/uno-eelbert-ngrams-sentiment.int8.onnx"
 
 # Every format x mode of the default model, verified, audited against the budgets in
 # pyproject.toml, with a bert-tiny baseline exported the same way.

@@ -449,14 +449,27 @@ def hash_cost(out_dir, runs, json_path) -> None:
 @click.option("--file", "text_file", type=click.Path(path_type=Path),
               help="One text per line, or a CSV with a text column (and text_b for pairs).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
-def predict(artifact_or_model, texts, text_file, as_json) -> None:
-    """Labels and logits of TEXTS from a .pt (PyTorch) or an exported artifact (its runtime)."""
+@click.option("--vectors", "check_vectors", is_flag=True,
+              help="Check the artifact's test vectors through this path instead (exit 3 if one "
+                   "is not reproduced).")
+def predict(artifact_or_model, texts, text_file, as_json, check_vectors) -> None:
+    """Labels and logits of TEXTS from a .pt (PyTorch) or an exported artifact (its runtime).
+    A first argument that names no file and has no model suffix is a text (default model)."""
     import numpy as np
 
-    from eelbert_export.predict import load_predictor, read_texts
+    from eelbert_export import predict as predicting
 
-    items = read_texts(list(texts), text_file)
-    predictor = load_predictor(artifact_or_model or default_model())
+    model = artifact_or_model
+    if model is not None and predicting.is_text(model):
+        model, texts = None, (str(model), *texts)
+    model = model or default_model()
+    if check_vectors:
+        figures = predicting.check_vectors(model)
+        click.echo(f"{model.name}: {figures['vectors']} test vectors reproduced (tokens, "
+                   f"inputs, outputs within {figures['max_abs_diff']:.2e})")
+        return
+    items = predicting.read_texts(list(texts), text_file)
+    predictor = predicting.load_predictor(model)
     for (text, pair), logits in zip(items, predictor.logits(items)):
         label = predictor.labels[int(np.argmax(logits))]
         if as_json:

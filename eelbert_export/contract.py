@@ -24,7 +24,7 @@ from eelbert_export.hashing import HashSpec
 from eelbert_export.specs import from_fields
 from eelbert_export.text import TextSpec
 
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: the front end's files (tokenizer, tables, test vectors)
 Feeds = dict[str, np.ndarray]  # an artifact's named inputs
 OUTPUTS = {"logits": "logits", "hidden": "last_hidden_state"}  # --output -> the output's name
 
@@ -64,6 +64,21 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class FrontEnd:
+    """The files beside the artifact that reproduce its text front end in an app (names relative
+    to the artifact's folder; docs/front-end.md says how to use them)."""
+
+    tables: str  # front-end.json: the normalizer and pre-tokenizer as code-point tables
+    tables_sha256: str
+    tokenizer: str | None  # tokenizer.json (Hugging Face), WordPiece models; None in words mode
+    tokenizer_sha256: str | None
+    vectors: str  # <artifact>.vectors.jsonl: texts with their tokens, inputs and outputs
+    special_tokens: tuple[str, ...]  # [CLS], [SEP], [UNK]: added by the template, never matched
+    max_word_chars: int  # a longer word is one [UNK] token (WordPiece)
+    truncation: str
+
+
+@dataclass(frozen=True)
 class Sidecar:
     """What an export writes beside its artifact. ``conversion`` and ``verification`` are the
     format's own record (converter, runtime, shapes; the figures against PyTorch), free-form
@@ -78,6 +93,7 @@ class Sidecar:
     max_chars: int | None  # token_codes' last axis; None for a table model
     text: TextSpec
     text_rules: str  # the front end in words
+    front_end: FrontEnd
     hash_spec: HashSpec | None
     quantization: str
     conversion: dict[str, Any]
@@ -105,9 +121,9 @@ class Sidecar:
         if not isinstance(data, dict):
             raise SpecError("a sidecar is a JSON object")
         version = data.get("sidecar_version")
-        if version is None:
-            raise SpecError("no sidecar_version: written by an older eelbert-export (export the "
-                            "model again)")
+        if version is None or (isinstance(version, int) and version < SIDECAR_VERSION):
+            raise SpecError(f"sidecar version {version}: written by an older eelbert-export "
+                            "(export the model again)")
         if not isinstance(version, int) or version > SIDECAR_VERSION:
             raise SpecError(f"sidecar version {version} is newer than this eelbert-export reads "
                             f"({SIDECAR_VERSION}); upgrade eelbert-export")
@@ -120,6 +136,7 @@ class Sidecar:
                                       for t in data.get("outputs", ()))
         except TypeError:
             raise SpecError("sidecar inputs and outputs must be lists") from None
+        fields["front_end"] = from_fields(FrontEnd, data.get("front_end"), "sidecar front_end")
         if not isinstance(data.get("text"), dict):
             raise SpecError("no text spec: the sidecar cannot say how to encode text")
         fields["text"] = TextSpec.from_dict(data["text"])

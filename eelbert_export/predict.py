@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eelbert_export.contract import Feeds, feeds, read_sidecar
-from eelbert_export.errors import InputError
-from eelbert_export.exporters.base import format_of, reading
+from eelbert_export import front_end
+from eelbert_export.contract import Feeds, Sidecar, feeds, read_sidecar
+from eelbert_export.errors import InputError, VerificationError
+from eelbert_export.exporters.base import FORMATS, format_of, reading
+from eelbert_export.files import sha256_text
+from eelbert_export.front_end import read_vectors
 from eelbert_export.tasks import Examples, batches
 from eelbert_export.text import TextEncoder
 
@@ -30,7 +33,10 @@ class Predictor:
     runtime: str
 
     def logits(self, items: list[Item]) -> np.ndarray:
-        pairs = [p or "" for _, p in items] if "token_type_ids" in self.input_names else None
+        takes_pairs = "token_type_ids" in self.input_names
+        if not takes_pairs and any(p for _, p in items):
+            raise InputError("this model takes one text: text_b given (drop the text_b column)")
+        pairs = [p or "" for _, p in items] if takes_pairs else None
         data = Examples([t for t, _ in items], pairs, None)
         return np.concatenate([self.run(feeds(self.encoder.encode(texts, chunk_pairs),
                                               self.input_names))
@@ -44,11 +50,43 @@ def load_predictor(path: Path, threads: int | None = None) -> Predictor:
     if info is None:
         return checkpoint_predictor(path, threads)
     sidecar = read_sidecar(path)
-    encoder = TextEncoder(sidecar.text, sidecar.max_chars)
+    encoder = TextEncoder(sidecar.text, sidecar.max_chars, shipped_tokenizer(path, sidecar))
     with reading(path):
         run = info.load().runner(path, threads)
     return Predictor(sidecar.labels, encoder, sidecar.input_names, run,
                      sidecar.conversion["runtime"])
+
+
+def shipped_tokenizer(path: Path, sidecar: Sidecar) -> str | None:
+    """The tokenizer.json beside the artifact, as an app loads it, if the sidecar names one."""
+    name, digest = sidecar.front_end.tokenizer, sidecar.front_end.tokenizer_sha256
+    if name is None:
+        return None
+    tokenizer = path.parent / name
+    try:
+        text = tokenizer.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{tokenizer} is missing: the artifact's front end ships beside it") \
+            from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {tokenizer}: {getattr(e, 'strerror', None) or e}") \
+            from None
+    if sha256_text(text) != digest:
+        raise InputError(f"{tokenizer} is not the tokenizer {path.name} was exported with "
+                         "(sha256 differs from its sidecar)")
+    return text
+
+
+def check_vectors(path: Path) -> dict:
+    """The artifact's test vectors through ``predict``'s own path: the shipped tokenizer, the
+    sidecar's inputs and the runtime; VerificationError if any vector is not reproduced."""
+    predictor = load_predictor(path, threads=1)
+    sidecar = read_sidecar(path)
+    vectors = read_vectors(path.parent / sidecar.front_end.vectors)
+    figures = front_end.check(vectors, predictor.encoder, predictor.input_names, predictor.run)
+    if not figures["passed"]:
+        raise VerificationError(f"{path.name}: {front_end.describe_vectors(figures)}")
+    return figures
 
 
 def checkpoint_predictor(path: Path, threads: int | None) -> Predictor:
@@ -65,6 +103,12 @@ def checkpoint_predictor(path: Path, threads: int | None) -> Predictor:
         torch.set_num_threads(threads)
     return Predictor(ckpt.labels, ckpt.text_encoder(), deployable.input_names,
                      lambda inputs: deployable.outputs([inputs]), f"PyTorch {torch.__version__}")
+
+
+def is_text(argument: Path) -> bool:
+    """Whether predict's first argument is a text rather than a model: it names nothing on disk
+    and has no model suffix."""
+    return not argument.exists() and argument.suffix not in (".pt", *FORMATS)
 
 
 def read_texts(texts: list[str], text_file: Path | None) -> list[Item]:

@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from tokenizers import BertWordPieceTokenizer, normalizers, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from eelbert_export.errors import SpecError
 from eelbert_export.hashing import token_codes
@@ -24,7 +24,8 @@ from eelbert_export.zoo import vocab_path
 
 TEXT_SPEC_VERSION = 1
 MODES = ("wordpiece", "words")
-CLS, SEP = "[CLS]", "[SEP]"
+CLS, SEP, UNK = "[CLS]", "[SEP]", "[UNK]"
+MAX_WORD_CHARS = 100  # a longer word is one [UNK] (BERT's rule)
 
 
 @functools.cache
@@ -95,38 +96,79 @@ class Batch:
         return self.input_ids
 
 
+def normalizer(spec: TextSpec) -> normalizers.Normalizer:
+    return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                      strip_accents=spec.strip_accents, lowercase=spec.lowercase)
+
+
+def wordpiece_tokenizer(spec: TextSpec, truncate: bool = True) -> Tokenizer:
+    """The WordPiece front end as one Hugging Face tokenizer: what ``TextEncoder`` runs and what an
+    export writes as ``tokenizer.json``. The special tokens are vocabulary entries that only the
+    template adds, never added tokens, so user text that spells ``[SEP]`` is split like any text."""
+    vocab = {token: i for i, token in enumerate(vocabulary())}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=UNK,
+                                           max_input_chars_per_word=MAX_WORD_CHARS))
+    tokenizer.normalizer = normalizer(spec)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
+        special_tokens=[(CLS, vocab[CLS]), (SEP, vocab[SEP])])
+    tokenizer.decoder = decoders.WordPiece()
+    if truncate:
+        tokenizer.enable_truncation(spec.max_length, strategy="longest_first")
+    return tokenizer
+
+
+def truncated(first: int, second: int, budget: int) -> tuple[int, int]:
+    """Hugging Face's ``longest_first`` lengths for a pair, so words mode truncates as the
+    tokenizer does: the shorter side kept whole when it fits in half, else half each."""
+    short, long = sorted((first, second))
+    long = short if short > budget else max(short, budget - short)
+    if short + long > budget:
+        short, long = budget // 2, budget // 2 + budget % 2
+    return (long, short) if first > second else (short, long)
+
+
 class TextEncoder:
-    def __init__(self, spec: TextSpec, max_chars: int | None):
-        """``max_chars``: the width of token codes; None for a table model (ids only)."""
+    def __init__(self, spec: TextSpec, max_chars: int | None, tokenizer_json: str | None = None):
+        """``max_chars``: the width of token codes; None for a table model (ids only).
+        ``tokenizer_json``: an exported tokenizer.json to run instead of building it."""
         self.spec = spec
         self.max_chars = max_chars
+        self.normalizer = normalizer(spec)
+        self.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         if spec.mode == "wordpiece":
-            self.wordpiece = BertWordPieceTokenizer(
-                str(vocab_path()), lowercase=spec.lowercase, strip_accents=spec.strip_accents,
-                clean_text=True, handle_chinese_chars=True)
-            self.special_ids = {t: self.wordpiece.token_to_id(t) for t in (CLS, SEP)}
-        else:
-            self.normalizer = normalizers.BertNormalizer(
-                clean_text=True, handle_chinese_chars=True, strip_accents=spec.strip_accents,
-                lowercase=spec.lowercase)
-            self.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            self.tokenizer = Tokenizer.from_str(tokenizer_json) if tokenizer_json \
+                else wordpiece_tokenizer(spec)
+            self.untruncated = Tokenizer.from_str(self.tokenizer.to_str())
+            self.untruncated.no_truncation()
+            self.special_ids = {t: self.tokenizer.token_to_id(t) for t in (CLS, SEP)}
 
     def tokenize(self, texts: list[str]) -> list[list[tuple[str, int]]]:
-        """Each text's tokens, without special tokens, as (token, vocabulary id or -1)."""
+        """Each text's tokens, whole, without special tokens, as (token, vocabulary id or -1)."""
         if self.spec.mode == "wordpiece":
-            encodings = self.wordpiece.encode_batch(texts, add_special_tokens=False)
+            encodings = self.untruncated.encode_batch(texts, add_special_tokens=False)
             return [list(zip(e.tokens, e.ids)) for e in encodings]
         return [[(w, -1) for w, _ in self.pre_tokenizer.pre_tokenize_str(
             self.normalizer.normalize_str(t))] for t in texts]
 
+    def rows(self, texts: list[str], pairs: list[str] | None) -> list[list[tuple[str, int, int]]]:
+        """Each input's (token, id, segment): [CLS] a [SEP] (b [SEP]), ``longest_first``
+        truncation to ``max_length``."""
+        if self.spec.mode == "wordpiece":
+            inputs = texts if pairs is None else list(zip(texts, pairs))
+            return [list(zip(e.tokens, e.ids, e.type_ids))
+                    for e in self.tokenizer.encode_batch(inputs)]
+        seconds = self.tokenize(pairs) if pairs is not None else [None] * len(texts)
+        return [self._assemble(a, b) for a, b in zip(self.tokenize(texts), seconds)]
+
     def encode(self, texts: list[str], pairs: list[str] | None = None,
                pad_to: int | None = None) -> Batch:
-        """Tokens: [CLS] a [SEP] (b [SEP]), longest-first truncation to ``max_length``."""
+        """The model inputs of ``texts`` (and their ``pairs``), padded to ``pad_to`` or the
+        longest row."""
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError("texts and pairs must have the same length")
-        firsts = self.tokenize(texts)
-        seconds = self.tokenize(pairs) if pairs is not None else [None] * len(texts)
-        rows = [self._assemble(a, b) for a, b in zip(firsts, seconds)]
+        rows = self.rows(texts, pairs)
         seq = pad_to or max((len(r) for r in rows), default=1)
         if any(len(r) > seq for r in rows):
             raise ValueError(f"pad_to={pad_to} is shorter than the longest row")
@@ -142,37 +184,44 @@ class TextEncoder:
             types[b, : len(row)] = [segment for _, _, segment in row]
             mask[b, : len(row)] = 1
             start += len(row)
+        wordpiece = self.spec.mode == "wordpiece"
         return Batch(tokens=[[t for t, _, _ in r] for r in rows],
                      token_codes=codes if self.max_chars else None, attention_mask=mask,
-                     token_type_ids=types,
-                     input_ids=ids if self._wp else None)
-
-    @property
-    def _wp(self) -> bool:
-        return self.spec.mode == "wordpiece"
-
-    def _special(self, token: str) -> tuple[str, int]:
-        return token, self.special_ids[token] if self._wp else -1
+                     token_type_ids=types, input_ids=ids if wordpiece else None)
 
     def _assemble(self, a: list, b: list | None) -> list[tuple[str, int, int]]:
-        budget = self.spec.max_length - (3 if b is not None else 2)
-        a, b = list(a), (list(b) if b is not None else None)
-        while len(a) + len(b or []) > budget:
-            (a if b is None or len(a) >= len(b) else b).pop()
-        row = [(*self._special(CLS), 0), *((*t, 0) for t in a), (*self._special(SEP), 0)]
+        if b is None:
+            a = a[: self.spec.max_length - 2]
+        else:
+            keep_a, keep_b = truncated(len(a), len(b), self.spec.max_length - 3)
+            a, b = a[:keep_a], b[:keep_b]
+        row = [(CLS, -1, 0), *((*t, 0) for t in a), (SEP, -1, 0)]
         if b is not None:
-            row += [*((*t, 1) for t in b), (*self._special(SEP), 1)]
+            row += [*((*t, 1) for t in b), (SEP, -1, 1)]
         return row
 
 
-def text_rules(spec: TextSpec, hashed: bool) -> str:
-    """The front end in words, for the sidecar."""
-    return ("BERT normalization: remove control characters and NUL, "
-            + ("lower-case, " if spec.lowercase else "")
-            + ("strip accents (NFD, drop combining marks), " if spec.strip_accents else "")
-            + "split on whitespace and punctuation, CJK characters as single tokens; "
-            + ("then WordPiece with models/vocab.txt (continuations keep '##')"
-               if spec.mode == "wordpiece" else "whole words, no vocabulary")
-            + f"; [CLS] text [SEP] (text_b [SEP]), at most {spec.max_length} tokens; "
-            + ("each token's Unicode code points, truncated to max_chars, zero-padded"
-               if hashed else "each token's id in models/vocab.txt"))
+def text_rules(spec: TextSpec, hashed: bool, pairs: bool) -> str:
+    """The front end in words, for the sidecar (exactly: docs/front-end.md)."""
+    steps = ["BERT normalization code point by code point (front-end.json): remove NUL, U+FFFD "
+             "and categories Cc, Cf, Co except tab, newline, carriage return; whitespace to a "
+             "space; spaces around CJK ideographs"]
+    if spec.strip_accents:
+        steps.append("NFD, then drop Mn marks (no recomposition)")
+    if spec.lowercase:
+        steps.append("lower-case each code point alone (no final sigma)")
+    steps.append("split on whitespace and keep each punctuation code point (Unicode P* and "
+                 "ASCII symbols) as its own token")
+    if spec.mode == "wordpiece":
+        steps.append(f"WordPiece with tokenizer.json's vocabulary, longest match first, "
+                     f"continuations prefixed '##', a word over {MAX_WORD_CHARS} code points "
+                     f"is {UNK}")
+    else:
+        steps.append("whole words, no vocabulary")
+    template = f"{CLS} text {SEP} text_b {SEP}" if pairs else f"{CLS} text {SEP}"
+    steps.append(f"{template}, special tokens only from this template (user text that spells "
+                 f"them is split like any text), at most {spec.max_length} tokens, cut from the "
+                 "end" + (" of the longer text first (longest_first)" if pairs else ""))
+    steps.append("each token's Unicode code points (a special token's literal string), cut to "
+                 "max_chars, zero-padded" if hashed else "each token's vocabulary id")
+    return "; ".join(steps)

@@ -128,6 +128,10 @@ class Format(Protocol):
 
     def tensors(self, path: Path) -> list[Tensor]: ...
 
+    def fixed_dims(self, path: Path) -> dict[str, int]:
+        """The input dimensions the artifact fixes (``batch``, ``seq``); others are free."""
+        ...
+
 
 
 FORMATS = {info.suffix: info for info in (

@@ -208,6 +208,10 @@ def hash_runner(path: Path):
     return lambda codes: sess.run(None, {"token_codes": codes})[0]
 
 
+def fixed_dims(path: Path) -> dict[str, int]:
+    return {}  # dynamic batch and sequence
+
+
 def ops(path: Path) -> list[str]:
     return sorted({n.op_type for n in onnx.load(str(path)).graph.node})
 

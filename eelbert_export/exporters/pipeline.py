@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from eelbert_export import __version__, checkpoint, contract
+from eelbert_export import __version__, checkpoint, contract, front_end
 from eelbert_export.errors import InputError, SpecError, VerificationError
 from eelbert_export.exporters import verify
 from eelbert_export.exporters.base import FormatInfo, Options, artifact_size, copy_artifact
@@ -20,8 +20,8 @@ from eelbert_export.exporters.deployable import (
     tracing_example,
     trim_positions,
 )
-from eelbert_export.files import atomic_path, check_writable, sha256_file
-from eelbert_export.text import text_rules
+from eelbert_export.files import atomic_path, check_writable, sha256_file, sha256_text, write_text
+from eelbert_export.text import CLS, MAX_WORD_CHARS, SEP, UNK, text_rules
 from eelbert_export.zoo import default_model
 
 
@@ -70,7 +70,9 @@ class ExportRequest:
         if not self.out_dir.is_dir():
             raise InputError(f"output folder {self.out_dir} does not exist")
         check_writable(self.artifact, self.force, fmt.folder)
-        check_writable(contract.sidecar_path(self.artifact), self.force)
+        for companion in (contract.sidecar_path(self.artifact),
+                          front_end.vectors_path(self.artifact)):
+            check_writable(companion)  # without its artifact, left by an interrupted export
 
 
 @dataclass
@@ -102,12 +104,16 @@ def prepared(request: ExportRequest) -> checkpoint.Checkpoint:
 
 
 def export(request: ExportRequest, memo: Memo | None = None) -> contract.Sidecar:
-    """Export one artifact and its sidecar; returns the sidecar. Raises VerificationError
-    (after writing nothing) when the artifact misses its tolerance. With a ``memo``, a
-    conversion or a reference already computed for the same model and options is reused."""
+    """Export one artifact, its sidecar and test vectors, and the front-end files its folder
+    shares; returns the sidecar. Raises VerificationError (after writing nothing) when the
+    artifact misses its tolerance. With a ``memo``, a conversion or a reference already
+    computed for the same model and options is reused."""
     request.check()
     info, fmt = request.format, request.format.load()
     ckpt = prepared(request)
+    shared = front_end.files(ckpt.text_spec)
+    for name, content in shared.items():
+        check_shared(request.out_dir / name, content, request.force)
     deployable = Deployable.of(ckpt, request.output, request.model_path.stem)
     model_key = (str(request.model_path), request.output, request.max_chars)
     quantized = request.quantization != "none"
@@ -132,38 +138,75 @@ def export(request: ExportRequest, memo: Memo | None = None) -> contract.Sidecar
             details |= fmt.quantize(staged, request.quantization, calibration)
         fmt.check(staged)
         details["ops"] = fmt.ops(staged)
-        figures = None
-        if request.verify:
-            texts = verify.verification_texts(ckpt, request.data_dir)
-            ref_key = model_key + (texts[0],)
-            reference = memo.references.get(ref_key) if memo is not None else None
-            if reference is None:
-                reference = deployable.outputs(verify.encoded(ckpt, deployable, texts[1]))
-                if memo is not None:
-                    memo.references[ref_key] = reference
-            figures = verify.verify(info, staged, ckpt, deployable, texts,
-                                    request.quantization, reference)
-            if not figures["passed"]:
+        figures = verify_artifact(request, memo, model_key, staged, ckpt, deployable) \
+            if request.verify else None
+        vectors, vector_figures = verify.vectors(info, staged, ckpt, deployable,
+                                                 request.quantization, request.verify)
+        if figures is not None:
+            figures["vectors"] = vector_figures
+            if not vector_figures["passed"]:
                 raise VerificationError(f"{request.artifact.name}: "
-                                        f"{verify.describe_failure(figures)}")
-        sidecar = make_sidecar(request, ckpt, deployable, staged, details, figures)
-        with atomic_path(request.artifact, request.force, info.folder) as tmp:
-            staged.rename(tmp)
-        with atomic_path(contract.sidecar_path(request.artifact), request.force) as tmp:
-            tmp.write_text(json.dumps(sidecar.to_dict(), indent=2, ensure_ascii=False) + "\n")
+                                        f"{front_end.describe_vectors(vector_figures)}")
+        sidecar = make_sidecar(request, ckpt, deployable, staged, details, figures, shared)
+        write_unit(request, staged, sidecar, vectors, shared)
     return sidecar
 
 
+def verify_artifact(request: ExportRequest, memo: Memo | None, model_key: tuple, staged: Path,
+                    ckpt: checkpoint.Checkpoint, deployable: Deployable) -> dict:
+    texts = verify.verification_texts(ckpt, request.data_dir)
+    ref_key = model_key + (texts[0],)
+    reference = memo.references.get(ref_key) if memo is not None else None
+    if reference is None:
+        reference = deployable.outputs(verify.encoded(ckpt, deployable, texts[1]))
+        if memo is not None:
+            memo.references[ref_key] = reference
+    figures = verify.verify(request.format, staged, ckpt, deployable, texts,
+                            request.quantization, reference)
+    if not figures["passed"]:
+        raise VerificationError(f"{request.artifact.name}: {verify.describe_failure(figures)}")
+    return figures
+
+
+def check_shared(path: Path, content: str, force: bool) -> None:
+    """A front-end file another export left in the folder is kept when it is the same, and
+    refused (before any work) when it belongs to a different front end."""
+    if path.is_file() and not force and path.read_text(encoding="utf-8") != content:
+        raise InputError(f"{path} already exists for a different text front end: export into "
+                         "another folder (or use --force to replace it)")
+    check_writable(path, True)
+
+
+def write_unit(request: ExportRequest, staged: Path, sidecar: contract.Sidecar,
+               vectors: list[front_end.Vector], shared: dict[str, str]) -> None:
+    """The shared front-end files, then the vectors and the sidecar, then the artifact last:
+    the artifact's appearance commits the export (an older sidecar or vectors file without its
+    artifact is replaced)."""
+    for name, content in shared.items():
+        path = request.out_dir / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != content:
+            write_text(path, content)
+    write_text(front_end.vectors_path(request.artifact),
+               "".join(v.to_json() + "\n" for v in vectors))
+    write_text(contract.sidecar_path(request.artifact),
+               json.dumps(sidecar.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    with atomic_path(request.artifact, request.force, request.format.folder) as tmp:
+        staged.rename(tmp)
+
+
 def make_sidecar(request: ExportRequest, ckpt: checkpoint.Checkpoint, deployable: Deployable,
-                 staged: Path, details: dict, figures: dict | None) -> contract.Sidecar:
-    seq = "seq"
-    first = ["batch", seq] + ([ckpt.max_chars] if ckpt.hash_spec else [])
+                 staged: Path, details: dict, figures: dict | None,
+                 shared: dict[str, str]) -> contract.Sidecar:
+    fixed = request.format.load().fixed_dims(staged)
+    batch, seq = fixed.get("batch", "batch"), fixed.get("seq", "seq")
+    first = [batch, seq] + ([ckpt.max_chars] if ckpt.hash_spec else [])
     shapes = {"token_codes": first, "input_ids": first}
-    inputs = tuple(contract.TensorInfo(name, "int32", tuple(shapes.get(name, ["batch", seq])))
+    inputs = tuple(contract.TensorInfo(name, "int32", tuple(shapes.get(name, [batch, seq])))
                    for name in deployable.input_names)
-    shape = ("batch", len(ckpt.labels)) if deployable.output == "logits" else \
-        ("batch", seq, ckpt.config.hidden)
+    shape = (batch, len(ckpt.labels)) if deployable.output == "logits" else \
+        (batch, seq, ckpt.config.hidden)
     path = request.model_path
+    tokenizer = shared.get(front_end.TOKENIZER_FILE)
     return contract.Sidecar(
         artifact=request.artifact.name, format=request.format.name, eelbert_export=__version__,
         model=contract.ModelInfo(path.name, sha256_file(path), ckpt.config.name,
@@ -171,6 +214,13 @@ def make_sidecar(request: ExportRequest, ckpt: checkpoint.Checkpoint, deployable
         inputs=inputs,
         outputs=(contract.TensorInfo(deployable.output_name, "float32", shape),),
         max_chars=ckpt.max_chars, text=ckpt.text_spec,
-        text_rules=text_rules(ckpt.text_spec, ckpt.hash_spec is not None),
+        text_rules=text_rules(ckpt.text_spec, ckpt.hash_spec is not None, ckpt.pairs),
+        front_end=contract.FrontEnd(
+            tables=front_end.TABLES_FILE, tables_sha256=sha256_text(shared[front_end.TABLES_FILE]),
+            tokenizer=front_end.TOKENIZER_FILE if tokenizer else None,
+            tokenizer_sha256=sha256_text(tokenizer) if tokenizer else None,
+            vectors=front_end.vectors_path(request.artifact).name,
+            special_tokens=(CLS, SEP, UNK), max_word_chars=MAX_WORD_CHARS,
+            truncation="longest_first" if ckpt.pairs else "from the end"),
         hash_spec=ckpt.hash_spec, quantization=request.quantization, conversion=details,
         size=artifact_size(staged), verification=figures)

@@ -107,6 +107,11 @@ def interpreter(path: Path, keep_tensors: bool = False, threads: int | None = No
     return it
 
 
+def fixed_dims(path: Path) -> dict[str, int]:
+    batch, seq = input_shapes(path)["attention_mask"]
+    return {"batch": int(batch), "seq": int(seq)}
+
+
 def input_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     runner = interpreter(path).get_signature_runner()
     return {name: tuple(detail["shape"]) for name, detail in runner.get_input_details().items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eelbert_export import checkpoint, contract
+from eelbert_export import checkpoint, contract, front_end
 from eelbert_export.errors import InputError
 from eelbert_export.exporters.base import Format, FormatInfo
 from eelbert_export.exporters.deployable import SAMPLE_TEXTS, Deployable
@@ -123,6 +123,34 @@ def verify(info: FormatInfo, path: Path, ckpt: checkpoint.Checkpoint, deployable
     return figures
 
 
+def vectors(info: FormatInfo, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable,
+            quantization: str, against_pytorch: bool) -> tuple[list[front_end.Vector], dict]:
+    """The test vectors of the artifact (its own outputs, batch 1), checked as an app meets
+    them, and their figures against PyTorch: held to the float tolerance for an unquantized
+    artifact; recorded only for a lossy one (its floors hold on the dev split, not on 60
+    adversarial texts)."""
+    encoder = ckpt.text_encoder()
+    run = info.load().runner(path)
+    items = front_end.encoded(encoder, deployable.input_names, ckpt.pairs)
+    outputs = [run(row) for _, row in items]
+    made = front_end.make_vectors(items, outputs, encoder)
+    figures = front_end.check(made, encoder, deployable.input_names, run)
+    if against_pytorch:
+        reference = [deployable.outputs([row]) for _, row in items]
+        vs = compare(flat(reference), flat(outputs), True, None)
+        figures["pytorch"] = {k: vs[k] for k in ("max_abs_diff", "cosine", "label_agreement")}
+        if quantization == "none":
+            figures["passed"] = figures["passed"] and vs["passed"]
+    return made, figures
+
+
+def flat(rows: list[np.ndarray]) -> np.ndarray:
+    """Per-text outputs as one array: logits rows stacked, hidden states joined end to end."""
+    if rows[0].ndim == 2:
+        return np.concatenate(rows)
+    return np.concatenate([r.reshape(1, -1) for r in rows], axis=1)
+
+
 def describe_failure(figures: dict) -> str:
     parts = [f"max |diff| {figures['max_abs_diff']:.2e}", f"cosine {figures['cosine']:.5f}",
              f"label agreement {100 * figures['label_agreement']:.2f}%"]
@@ -131,3 +159,4 @@ def describe_failure(figures: dict) -> str:
         parts.append(f"hash stage not bit-exact ({stage['mismatched_values']} "
                      "values differ)")
     return f"verification failed ({figures['tolerance']}): " + ", ".join(parts)
+

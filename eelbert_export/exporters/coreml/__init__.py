@@ -247,6 +247,17 @@ def fitted(row: dict[str, np.ndarray], lengths: list[int] | None,
     return pad_to(row, fit)
 
 
+def fixed_dims(path: Path) -> dict[str, int]:
+    """Batch 1 and the length when enumerated or fixed (the allowed lengths are in the
+    sidecar's conversion record); both free for a ranged shape."""
+    from eelbert_export.exporters.coreml import mil
+
+    lengths = allowed_lengths(mil.ct.models.MLModel(str(path), skip_model_load=True).get_spec())
+    if lengths is None:
+        return {}
+    return {"batch": 1} | ({"seq": lengths[0]} if len(lengths) == 1 else {})
+
+
 def allowed_lengths(spec) -> list[int] | None:
     """The enumerated (or fixed) sequence lengths of a package; None for a ranged shape."""
     array = spec.description.input[0].type.multiArrayType
