@@ -63,8 +63,8 @@ bench: $(STAMP)
 	$(BIN)/eelbert-export all -o $(BENCH) --force
 	$(BIN)/eelbert-export bench models/uno-eelbert-ngrams-sentiment.pt \
 	  $(addprefix $(BENCH)/uno-eelbert-ngrams-sentiment.,onnx int8.onnx tflite int8.tflite) \
-	  --json $(BENCH)/latency.json | tee $(BENCH)/latency.md
-	$(BIN)/eelbert-export hash-cost -o $(BENCH) --json $(BENCH)/hash-cost.json \
+	  --json $(BENCH)/latency.json --force | tee $(BENCH)/latency.md
+	$(BIN)/eelbert-export hash-cost -o $(BENCH) --json $(BENCH)/hash-cost.json --force \
 	  | tee $(BENCH)/hash-cost.md
 
 # The sidecar's JSON Schema, from contract.Sidecar (tests check the committed copy is current).
@@ -114,7 +114,7 @@ $(ZOO)/%.pt: | $(STAMP)
 	  --out $@ 2> $(@:.pt=.log)
 
 zoo: $(ZOO_RUNS)
-	$(EE) compare --runs $(ZOO) --json $(ZOO)/comparison.json | tee $(ZOO)/comparison.md
+	$(EE) compare --runs $(ZOO) --json $(ZOO)/comparison.json --force | tee $(ZOO)/comparison.md
 	$(BIN)/python -c 'import json, shutil, sys; rows = json.load(open(sys.argv[1]))["rows"]; \
 	  [shutil.copy(rows[m]["sentiment"]["path"], f"models/{m}-sentiment.pt") \
 	   for m in sys.argv[2:]]' $(ZOO)/comparison.json $(SHIP)

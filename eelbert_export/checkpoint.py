@@ -4,6 +4,7 @@ weights and provenance, read back with torch's weights-only loader (no pickled c
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,14 @@ def save(path: Path, ckpt: Checkpoint) -> None:
         "pairs": ckpt.pairs,
         "state_dict": {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as e:  # torch's writer reports a full disk as a RuntimeError
+        found = re.search(r"No space left on device|File too large|Permission denied", str(e))
+        raise InputError(f"cannot write {path}: "
+                         f"{found.group(0) if found else 'the write failed (a full disk?)'}") \
+            from None
 
 
 def load(path: Path | str) -> Checkpoint:
@@ -91,8 +98,11 @@ def load(path: Path | str) -> Checkpoint:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip "
-                              "archive; this file is not one)")
+        with open(path, "rb") as f:
+            zip_start = f.read(4) == b"PK\x03\x04"
+        raise CheckpointError(f"{path}: truncated or damaged checkpoint (its zip archive is "
+                              "incomplete)" if zip_start else f"{path}: not a PyTorch checkpoint "
+                              "(torch.save writes a zip archive; this file is not one)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

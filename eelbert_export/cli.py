@@ -4,8 +4,10 @@ runs, so ``--help`` and ``predict`` on an ONNX or TFLite file start without torc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -27,13 +29,62 @@ from eelbert_export.exporters.base import (
 EXIT_STATUS = ((InputError, 2), (VerificationError, 3), (TargetMissed, 1), (EelbertError, 1))
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM, raised where the program is so that it unwinds like an error: every
+    temporary file and folder is removed on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.status = 128 + signum
+
+
+@contextlib.contextmanager
+def stoppable():
+    def stop(signum, frame):
+        raise Stopped(signum)
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def fail(message: str, status: int) -> int:
+    click.echo(f"eelbert-export: {message}", err=True)
+    return status
+
+
 class Main(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except EelbertError as e:
-            click.echo(f"eelbert-export: error: {e}", err=True)
-            ctx.exit(next(status for cls, status in EXIT_STATUS if isinstance(e, cls)))
+            ctx.exit(fail(f"error: {e}",
+                          next(status for cls, status in EXIT_STATUS if isinstance(e, cls))))
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Every way a command can end is one line and a status: usage errors 2, a full disk or
+        a denied write 2, Ctrl-C 130, SIGTERM 143."""
+        try:
+            with stoppable():
+                status = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                      **extra)
+            status = status if isinstance(status, int) else 0
+        except click.ClickException as e:
+            status = fail(f"error: {e.format_message()}", e.exit_code)
+        except click.Abort:
+            status = fail("interrupted", 130)
+        except Stopped as e:
+            status = fail(f"stopped by {e}", e.status)
+        except OSError as e:
+            from eelbert_export.files import os_reason
+
+            where = f"{e.filename}: " if e.filename else ""
+            status = fail(f"error: {where}{os_reason(e)}", 2)
+        if standalone_mode:
+            sys.exit(status)
+        return status
 
 
 @click.group(cls=Main)
@@ -132,12 +183,14 @@ def recipe_options(steps: int, batch: int, lr: float):
 @click.option("--corpus", type=click.Path(path_type=Path), default=Path("data/corpus"),
               show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--seq", default=128, show_default=True, help="Tokens per packed row.")
-@click.option("--checkpoint-every", default=200, show_default=True)
+@click.option("--seq", default=128, show_default=True, help="Tokens per packed row.",
+              type=click.IntRange(3, 512))
+@click.option("--checkpoint-every", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option("--resume", is_flag=True, help="Continue from OUT.state if it exists.")
+@click.option("--force", is_flag=True, help="Overwrite an existing OUT.")
 @recipe_options(steps=3000, batch=64, lr=1e-3)
-def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume, steps, batch,
-             lr, seed) -> None:
+def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume, force, steps,
+             batch, lr, seed) -> None:
     """Masked-language-model pretraining (torchrun --nproc-per-node N for data-parallel)."""
     from eelbert_export import train as training
     from eelbert_export.checkpoint import named_config
@@ -148,7 +201,7 @@ def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume,
     spec = default_hash_spec(config, load_spec(hash_name))
     recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed, seq=seq,
                              checkpoint_every=checkpoint_every)
-    report = training.pretrain(config, spec, corpus, out, recipe, resume, command_line())
+    report = training.pretrain(config, spec, corpus, out, recipe, resume, command_line(), force)
     click.echo(f"wrote {out}: valid MLM loss {report['valid_mlm_loss']:.3f}, "
                f"{report['tokens_per_second']:,} tokens/s, {report['train_seconds']:.0f} s")
 
@@ -165,23 +218,26 @@ def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume,
               show_default=True)
 @click.option("--text-mode", type=click.Choice(["wordpiece", "words"]), default="wordpiece",
               show_default=True)
-@click.option("--max-length", default=128, show_default=True)
+@click.option("--max-length", default=128, show_default=True, type=click.IntRange(min=3),
+              help="Tokens per text (at most the model's positions).")
+@click.option("--force", is_flag=True, help="Overwrite an existing OUT.")
 @click.option("--eval-every", default=250, show_default=True, type=click.IntRange(min=1),
               help="Steps between dev checks (model selection by dev balanced accuracy).")
 @recipe_options(steps=6000, batch=32, lr=5e-4)  # the zoo's recipe (docs/models.md)
-def finetune(init, hash_name, task, out, data_dir, text_mode, max_length, eval_every, steps,
-             batch, lr, seed) -> None:
+def finetune(init, hash_name, task, out, data_dir, text_mode, max_length, force, eval_every,
+             steps, batch, lr, seed) -> None:
     """Classification fine-tuning with dev-set model selection."""
     from eelbert_export import train as training
     from eelbert_export.hashing import load_spec
     from eelbert_export.tasks import load_task
     from eelbert_export.text import TextSpec
 
+    check_outputs(force, (Path(init),), out)
     start = training.starting_point(init, load_spec(hash_name))
     recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed, eval_every=eval_every)
     report = training.finetune(start, load_task(task, data_dir), out, recipe,
                                TextSpec(mode=text_mode, max_length=max_length),
-                               {"init": init, "command": command_line()})
+                               {"init": init, "command": command_line()}, force)
     click.echo(f"wrote {out}: dev accuracy {report['dev']['accuracy']:.4f}, balanced "
                f"{report['dev']['balanced_accuracy']:.4f} (step {report['best_step']}), "
                f"{report['train_seconds']:.0f} s, "
@@ -230,12 +286,15 @@ def card(model: Path, task: str, data_dir: Path) -> None:
 @click.option("--timing-runs", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Also write the figures as JSON.")
-def compare(runs: Path, data_dir: Path, timing_runs: int, json_path: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def compare(runs: Path, data_dir: Path, timing_runs: int, json_path: Path | None,
+            force: bool) -> None:
     """The zoo's comparison as a markdown table, from RUNS/<config>.<task>.lr<lr>.s<seed>.pt
     (`make zoo`), with the TF-IDF + logistic regression baseline."""
     from eelbert_export.files import write_json
     from eelbert_export.reports.cards import comparison, comparison_table
 
+    check_outputs(force, (), json_path)
     result = comparison(runs, data_dir, timing_runs)
     if json_path is not None:
         write_json(json_path, result)
@@ -323,6 +382,16 @@ def tflite_command(seq_len, **common) -> None:
     run_export(BY_NAME["tflite"], TFLiteOptions(seq_len), **common)
 
 
+def check_outputs(force: bool, inputs: tuple[Path, ...], *outputs: Path | None) -> None:
+    """Report files named by options: checked before any work, never an input, replaced only
+    with --force."""
+    from eelbert_export.files import check_output
+
+    for path in outputs:
+        if path is not None:
+            check_output(path, force, inputs)
+
+
 def check_budgets(reports: list[dict]) -> None:
     from eelbert_export.reports.audit import over_budget
 
@@ -345,12 +414,14 @@ def check_budgets(reports: list[dict]) -> None:
               help="Write the markdown table here.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Write a bar chart (PNG) here.")
-def audit(artifacts, budget, baselines, json_path, markdown_path, plot_path) -> None:
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def audit(artifacts, budget, baselines, json_path, markdown_path, plot_path, force) -> None:
     """Where the bytes of .pt, .onnx, .mlpackage and .tflite ARTIFACTS (or folders of them)
     go, by part of the model; exits 1 if one is over its budget."""
     from eelbert_export.reports import audit as sizes
 
     limit = None if budget is None else sizes.parse_size(budget)
+    check_outputs(force, artifacts + baselines, json_path, markdown_path, plot_path)
     reports = sizes.run(list(artifacts), limit, list(baselines) or None)
     sizes.save(reports, json_path, markdown_path, plot_path)
     click.echo(sizes.markdown(reports), nl=False)
@@ -402,7 +473,8 @@ def int_list(ctx, param, value: str) -> list[int]:
 @click.option("--runs", default=30, show_default=True, type=click.IntRange(1),
               help="Timed runs per setting, after 5 warm-up runs.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
-def bench(artifacts, batches, seqs, threads, runs, json_path) -> None:
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def bench(artifacts, batches, seqs, threads, runs, json_path, force) -> None:
     """Latency (p50/p90), sentences per second and peak memory of .pt, .onnx and .tflite
     ARTIFACTS [default: the default model] in their runtimes. Core ML: macOS only."""
     from tqdm import tqdm
@@ -411,8 +483,9 @@ def bench(artifacts, batches, seqs, threads, runs, json_path) -> None:
     from eelbert_export.reports import bench as timing
 
     paths = list(artifacts) or [default_model()]
+    check_outputs(force, tuple(paths), json_path)
     for path in paths:  # refuse what cannot be timed before any timing
-        timing.check(path)
+        timing.check(path, max(seqs))
     bar = tqdm(total=len(paths) * len(threads) * len(batches) * len(seqs), desc="bench",
                unit="setting", file=sys.stderr, dynamic_ncols=True)
     rows = timing.bench(paths, batches, seqs, threads, runs, lambda row: bar.update())
@@ -426,13 +499,15 @@ def bench(artifacts, batches, seqs, threads, runs, json_path) -> None:
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(1))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
-def hash_cost(out_dir, runs, json_path) -> None:
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def hash_cost(out_dir, runs, json_path, force) -> None:
     """The in-graph hash against a table lookup: each shipped hash model and a same-shape table
     model, exported with --output hidden, timed interleaved at batch 1, seq 128, one thread in
     onnxruntime and LiteRT. Exits 1 if a ratio misses the 1.3x target."""
     from eelbert_export.files import write_json
     from eelbert_export.reports import bench as timing
 
+    check_outputs(force, (), json_path)
     rows = timing.hash_cost(out_dir, runs, lambda line: click.echo(line, err=True))
     if json_path is not None:
         write_json(json_path, rows)

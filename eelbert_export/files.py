@@ -4,10 +4,14 @@ digests."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +52,71 @@ def atomic_path(path: Path, force: bool = True, folder: bool = False) -> Iterato
         os.replace(work / path.name, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def os_reason(e: OSError) -> str:
+    """The reason of an OSError in a few words, also when a library wraps it (shutil.Error
+    holds a list of failed copies)."""
+    if e.strerror:
+        return e.strerror
+    found = re.search(r"\[Errno \d+\] ([^:'\"]+)", str(e))
+    return found.group(1).strip() if found else (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
+def output_folder(path: Path) -> Path:
+    """An output folder, created (with its parents) when it does not exist, as Optimum does."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"-o {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create folder {path}: {e.strerror}") from None
+    return path
+
+
+def check_output(path: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """An output file the user named: refused if it is one of the command's inputs, or exists
+    without ``--force``; checked before any work."""
+    path = Path(path)
+    if any(path.resolve() == Path(i).resolve() for i in inputs):
+        raise InputError(f"{path} is also an input: write the output elsewhere")
+    check_writable(path, force)
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a BOM is dropped), every failure one line naming it."""
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[dict]]:
+    """A CSV with a header: (columns, rows as dicts, each with its ``line``). Fields of any
+    length; an unterminated quote, a row with more fields than the header or a missing
+    ``required`` column is refused in one line."""
+    text = read_text(path)
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.DictReader(io.StringIO(text), strict=True)
+    try:
+        columns = reader.fieldnames or []
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise InputError(f"{path}: missing column{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(missing)} (found: {', '.join(columns) or 'none'})")
+        rows = []
+        for row in reader:
+            if None in row:
+                raise InputError(f"{path}: line {reader.line_num} has more fields than the "
+                                 "header")
+            rows.append(row | {"line": reader.line_num})
+    except csv.Error as e:
+        # line_num counts the lines read before the record that failed
+        raise InputError(f"{path}: line {reader.line_num + 1}: not valid CSV ({e})") from None
+    return columns, rows
 
 
 def sha256_file(path: Path) -> str:

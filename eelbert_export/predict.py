@@ -4,8 +4,6 @@ artifact is run without importing torch."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ from eelbert_export import front_end
 from eelbert_export.contract import Feeds, Sidecar, feeds, read_sidecar
 from eelbert_export.errors import InputError, VerificationError
 from eelbert_export.exporters.base import FORMATS, format_of, reading
-from eelbert_export.files import sha256_text
+from eelbert_export.files import read_csv, read_text, sha256_text
 from eelbert_export.front_end import read_vectors
 from eelbert_export.tasks import Examples, batches
 from eelbert_export.text import TextEncoder
@@ -26,11 +24,14 @@ Item = tuple[str, "str | None"]
 
 @dataclass
 class Predictor:
+    path: Path
     labels: list[str]
     encoder: TextEncoder
     input_names: list[str]
     run: Callable[[Feeds], np.ndarray]
     runtime: str
+    max_tokens: int  # the longest input it takes: the front end's, or a static shape's
+
 
     def logits(self, items: list[Item]) -> np.ndarray:
         takes_pairs = "token_type_ids" in self.input_names
@@ -38,9 +39,14 @@ class Predictor:
             raise InputError("this model takes one text: text_b given (drop the text_b column)")
         pairs = [p or "" for _, p in items] if takes_pairs else None
         data = Examples([t for t, _ in items], pairs, None)
-        return np.concatenate([self.run(feeds(self.encoder.encode(texts, chunk_pairs),
-                                              self.input_names))
-                               for texts, chunk_pairs in batches(data)])
+        logits = np.concatenate([self.run(feeds(self.encoder.encode(texts, chunk_pairs),
+                                                self.input_names))
+                                 for texts, chunk_pairs in batches(data)])
+        if logits.ndim != 2 or logits.shape[1] != len(self.labels):
+            raise InputError(f"{self.path}: the sidecar names {len(self.labels)} labels but the "
+                             f"model gives outputs of shape {list(logits.shape[1:])}: export it "
+                             "again")
+        return logits
 
 
 def load_predictor(path: Path, threads: int | None = None) -> Predictor:
@@ -53,8 +59,9 @@ def load_predictor(path: Path, threads: int | None = None) -> Predictor:
     encoder = TextEncoder(sidecar.text, sidecar.max_chars, shipped_tokenizer(path, sidecar))
     with reading(path):
         run = info.load().runner(path, threads)
-    return Predictor(sidecar.labels, encoder, sidecar.input_names, run,
-                     sidecar.conversion["runtime"])
+    static = [d for t in sidecar.inputs for d in t.shape[1:2] if isinstance(d, int)]
+    return Predictor(path, sidecar.labels, encoder, sidecar.input_names, run,
+                     sidecar.conversion["runtime"], min([sidecar.text.max_length, *static]))
 
 
 def shipped_tokenizer(path: Path, sidecar: Sidecar) -> str | None:
@@ -101,8 +108,9 @@ def checkpoint_predictor(path: Path, threads: int | None) -> Predictor:
     deployable = Deployable.of(ckpt)
     if threads:
         torch.set_num_threads(threads)
-    return Predictor(ckpt.labels, ckpt.text_encoder(), deployable.input_names,
-                     lambda inputs: deployable.outputs([inputs]), f"PyTorch {torch.__version__}")
+    return Predictor(path, ckpt.labels, ckpt.text_encoder(), deployable.input_names,
+                     lambda inputs: deployable.outputs([inputs]), f"PyTorch {torch.__version__}",
+                     ckpt.text_spec.max_length)
 
 
 def is_text(argument: Path) -> bool:
@@ -115,21 +123,11 @@ def read_texts(texts: list[str], text_file: Path | None) -> list[Item]:
     """Texts from the arguments, or from a file: one per line, or a CSV with a text column."""
     items: list[Item] = [(t, None) for t in texts]
     if text_file is not None:
-        try:
-            content = Path(text_file).read_bytes().decode("utf-8-sig")
-        except OSError as e:
-            raise InputError(f"cannot read {text_file}: {e.strerror}") from None
-        except UnicodeDecodeError as e:
-            raise InputError(f"{text_file}: not UTF-8 text (bad byte at offset {e.start})") \
-                from None
         if Path(text_file).suffix == ".csv":
-            reader = csv.DictReader(io.StringIO(content))
-            if "text" not in (reader.fieldnames or []):
-                raise InputError(f"{text_file}: missing column text (found: "
-                                 f"{', '.join(reader.fieldnames or []) or 'none'})")
-            items += [(row["text"] or "", row.get("text_b")) for row in reader]
+            items += [(row["text"] or "", row.get("text_b"))
+                      for row in read_csv(text_file, ("text",))[1]]
         else:
-            items += [(line, None) for line in content.splitlines() if line.strip()]
+            items += [(line, None) for line in read_text(text_file).splitlines() if line.strip()]
     if not items:
         raise InputError("no texts: give TEXT arguments or --file")
     return items

@@ -4,9 +4,7 @@ Torch-free: the export side reads tasks too."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from eelbert_export.errors import InputError
-from eelbert_export.files import sha256_file
+from eelbert_export.files import read_csv, sha256_file
 
 # The prepared tasks and their label names (label i is logit i).
 TASKS = {"sentiment": ["rotten", "fresh"], "boolq": ["false", "true"], "sms-spam": ["ham", "spam"]}
@@ -56,28 +54,15 @@ def load_task(task: str, data_dir: Path) -> TaskData:
 def load_csv(path: Path) -> TaskData:
     """``text[,text_b],label`` with a header. 10% of rows (by content hash) are the dev set
     for fine-tuning; ``test`` is the whole file, for evaluating on held-out data."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = reader.fieldnames or []
-    missing = [c for c in ("text", "label") if c not in columns]
-    if missing:
-        raise InputError(f"{path}: missing column{'s' if len(missing) > 1 else ''} "
-                         f"{', '.join(missing)} (found: {', '.join(columns) or 'none'})")
+    columns, table = read_csv(path, ("text", "label"))
     pair = "text_b" in columns
     rows = []
-    for line, row in enumerate(reader, start=2):
+    for row in table:
         item = {"text": (row["text"] or "").strip(), "label": (row["label"] or "").strip()}
         if pair:
             item["text_b"] = (row["text_b"] or "").strip()
         if not item["text"] or not item["label"]:
-            raise InputError(f"{path}: line {line} has an empty text or label")
+            raise InputError(f"{path}: line {row['line']} has an empty text or label")
         rows.append(item)
     if not rows:
         raise InputError(f"{path}: no rows")

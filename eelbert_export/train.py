@@ -11,7 +11,9 @@ import functools
 import math
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,12 @@ class Recipe:
     seq: int = 128
     checkpoint_every: int = 200
     eval_every: int = 250  # fine-tuning: dev checks between epoch ends, for model selection
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.batch, self.seq, self.checkpoint_every, self.eval_every) < 1 \
+                or not self.lr > 0:
+            raise InputError("steps, batch, seq, checkpoint and eval intervals must be at least "
+                             f"1 and the learning rate positive (got {self})")
 
 
 def machine() -> str:
@@ -162,8 +170,8 @@ def distributed() -> tuple[int, int]:
 
 
 def pretrain(config: ModelConfig, hash_spec, corpus: Path, out: Path, recipe: Recipe,
-             resume: bool = False, command: str = "") -> dict:
-    check_writable(out)
+             resume: bool = False, command: str = "", force: bool = False) -> dict:
+    check_writable(out, force)
     rank, world = distributed()
     if recipe.batch % world:
         raise InputError(f"--batch {recipe.batch} must be divisible by {world} processes")
@@ -175,6 +183,7 @@ def pretrain(config: ModelConfig, hash_spec, corpus: Path, out: Path, recipe: Re
     if len(rows) < recipe.batch:
         raise InputError(f"the corpus packs into {len(rows)} rows, fewer than --batch")
     model = new_model("mlm", config, hash_spec)
+    check_space(out, model)
     cache_vocabulary(model)
     optimizer = optimizer_for(model, recipe)
     scheduler = schedule(optimizer, recipe)
@@ -229,7 +238,7 @@ def pretrain(config: ModelConfig, hash_spec, corpus: Path, out: Path, recipe: Re
               "tokens_per_second": round(tokens_seen / max(session, 1e-9)),
               "hardware": machine(), "command": command}
     if rank == 0:
-        checkpoint.save(out, Checkpoint(model, text_spec, [], {"pretraining": report}))
+        save_trained(out, Checkpoint(model, text_spec, [], {"pretraining": report}))
         state_path.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
@@ -297,11 +306,18 @@ def starting_point(init: str, spec_base: HashSpec) -> Checkpoint:
 
 
 def finetune(init: Checkpoint, task: TaskData, out: Path, recipe: Recipe, text_spec: TextSpec,
-             provenance: dict) -> dict:
+             provenance: dict, force: bool = False) -> dict:
     """Train a classifier from ``init``'s encoder on a task; keep the weights with the best dev
     balanced accuracy, checked every ``recipe.eval_every`` steps and at the end. ``provenance``
     (how it was started: the init, the command) is stored with the task's and the report."""
-    check_writable(out)
+    check_writable(out, force)
+    if text_spec.max_length > init.config.max_positions:
+        raise InputError(f"--max-length {text_spec.max_length} is past the model's "
+                         f"{init.config.max_positions} positions")
+    check_space(out, init.model)
+    if not task.train or not task.dev:
+        raise InputError(f"{task.name}: {len(task.train)} training and {len(task.dev)} dev rows: "
+                         "fine-tuning needs both (a CSV's dev set is about 10% of its rows)")
     provenance = provenance | {"task": task.name, "data": task.provenance} | \
         {k: v for k, v in init.provenance.items() if k == "pretraining"}
     labels = task.labels
@@ -353,6 +369,29 @@ def finetune(init: Checkpoint, task: TaskData, out: Path, recipe: Recipe, text_s
               "dev": best[0], "history": history,
               "train_seconds": round(elapsed, 1),
               "tokens_per_second": round(tokens / max(elapsed, 1e-9)), "hardware": machine()}
-    checkpoint.save(out, Checkpoint(model.eval(), text_spec, labels,
-                                    provenance | {"finetuning": report}, task.pairs))
+    save_trained(out, Checkpoint(model.eval(), text_spec, labels,
+                                 provenance | {"finetuning": report}, task.pairs))
     return report
+
+
+def check_space(out: Path, model: nn.Module) -> None:
+    """Refuse to start training that could not be saved: twice the weights' bytes free."""
+    needed = 2 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    free = shutil.disk_usage(Path(out).parent).free
+    if free < needed:
+        raise InputError(f"cannot write {out}: {free:,} bytes free in {Path(out).parent}, the "
+                         f"checkpoint needs about {needed:,}")
+
+
+def save_trained(out: Path, ckpt: Checkpoint) -> None:
+    """Training takes hours: if ``out`` cannot be written after all (the disk filled up), the
+    model goes to the temporary folder and the one-line error says where."""
+    try:
+        checkpoint.save(out, ckpt)
+    except InputError as e:
+        rescue = Path(tempfile.gettempdir()) / f"{Path(out).stem}.rescued-{os.getpid()}.pt"
+        try:
+            checkpoint.save(rescue, ckpt)
+        except InputError:
+            raise InputError(f"{e}; the trained model could not be saved anywhere") from None
+        raise InputError(f"{e}; the trained model was saved to {rescue}") from None

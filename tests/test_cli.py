@@ -97,7 +97,7 @@ def corrupt(tmp_path: Path, checkpoint_path: Path, case: str) -> Path:
     ("folder", "is a folder"),
     ("random-bytes", "not a PyTorch checkpoint"),
     ("text-file", "not a PyTorch checkpoint"),
-    ("truncated", "not a PyTorch checkpoint"),
+    ("truncated", "truncated or damaged checkpoint"),
     ("plain-state-dict", "not an eelbert-export checkpoint"),
     ("pickled-code", "safe loader refuses"),
     ("newer-format", "format version 99 is newer"),

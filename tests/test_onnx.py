@@ -97,14 +97,15 @@ def test_out_of_tolerance_exits_3_and_writes_nothing(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such file"),
-    ("unwritable", "does not exist"),
+    ("unwritable", "is a file, not a folder"),
     ("table-model", "--max-chars does not apply"),
     ("int64-model", "only the portable hash exports"),
 ])
 def test_export_bad_input_exits_2(tmp_path, fresh, case, message):
     model, out = tmp_path / "model.pt", tmp_path
     if case == "unwritable":
-        out = tmp_path / "nowhere"
+        out = tmp_path / "file"
+        out.write_text("not a folder")
         model = default_model()
     elif case == "table-model":
         checkpoint.save(model, fresh("bert-tiny"))

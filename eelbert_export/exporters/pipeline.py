@@ -20,7 +20,15 @@ from eelbert_export.exporters.deployable import (
     tracing_example,
     trim_positions,
 )
-from eelbert_export.files import atomic_path, check_writable, sha256_file, sha256_text, write_text
+from eelbert_export.files import (
+    atomic_path,
+    check_writable,
+    os_reason,
+    output_folder,
+    sha256_file,
+    sha256_text,
+    write_text,
+)
 from eelbert_export.text import CLS, MAX_WORD_CHARS, SEP, UNK, text_rules
 from eelbert_export.zoo import default_model
 
@@ -67,8 +75,7 @@ class ExportRequest:
         if not isinstance(self.format_options, fmt.options):
             raise InputError(f"{fmt.name} takes {fmt.options.__name__}")
         self.format_options.check(self.quantization)
-        if not self.out_dir.is_dir():
-            raise InputError(f"output folder {self.out_dir} does not exist")
+        output_folder(self.out_dir)
         check_writable(self.artifact, self.force, fmt.folder)
         for companion in (contract.sidecar_path(self.artifact),
                           front_end.vectors_path(self.artifact)):
@@ -117,38 +124,41 @@ def export(request: ExportRequest, memo: Memo | None = None) -> contract.Sidecar
     deployable = Deployable.of(ckpt, request.output, request.model_path.stem)
     model_key = (str(request.model_path), request.output, request.max_chars)
     quantized = request.quantization != "none"
-    with tempfile.TemporaryDirectory(dir=request.out_dir, prefix=".export-") as work:
-        staged = Path(work) / request.artifact.name
-        calibration = verify.calibration_feeds(ckpt, deployable, request.data_dir) \
-            if quantized else []
-        conversion = fmt.conversion(request.quantization)
-        key = model_key + (info.name, repr(request.format_options), conversion)
-        if memo is not None and key in memo.conversions:
-            kept, details = memo.conversions[key]
-            copy_artifact(kept, staged)
-        else:
-            details = fmt.convert(deployable, tracing_example(ckpt, deployable), staged,
-                                  request.format_options, conversion, calibration)
-            if memo is not None:
-                kept = memo.folder / f"{len(memo.conversions)}{info.suffix}"
-                copy_artifact(staged, kept)
-                memo.conversions[key] = (kept, details)
-        details = dict(details)
-        if quantized:
-            details |= fmt.quantize(staged, request.quantization, calibration)
-        fmt.check(staged)
-        details["ops"] = fmt.ops(staged)
-        figures = verify_artifact(request, memo, model_key, staged, ckpt, deployable) \
-            if request.verify else None
-        vectors, vector_figures = verify.vectors(info, staged, ckpt, deployable,
-                                                 request.quantization, request.verify)
-        if figures is not None:
-            figures["vectors"] = vector_figures
-            if not vector_figures["passed"]:
-                raise VerificationError(f"{request.artifact.name}: "
-                                        f"{front_end.describe_vectors(vector_figures)}")
-        sidecar = make_sidecar(request, ckpt, deployable, staged, details, figures, shared)
-        write_unit(request, staged, sidecar, vectors, shared)
+    try:
+        with tempfile.TemporaryDirectory(dir=request.out_dir, prefix=".export-") as work:
+            staged = Path(work) / request.artifact.name
+            calibration = verify.calibration_feeds(ckpt, deployable, request.data_dir) \
+                if quantized else []
+            conversion = fmt.conversion(request.quantization)
+            key = model_key + (info.name, repr(request.format_options), conversion)
+            if memo is not None and key in memo.conversions:
+                kept, details = memo.conversions[key]
+                copy_artifact(kept, staged)
+            else:
+                details = fmt.convert(deployable, tracing_example(ckpt, deployable), staged,
+                                      request.format_options, conversion, calibration)
+                if memo is not None:
+                    kept = memo.folder / f"{len(memo.conversions)}{info.suffix}"
+                    copy_artifact(staged, kept)
+                    memo.conversions[key] = (kept, details)
+            details = dict(details)
+            if quantized:
+                details |= fmt.quantize(staged, request.quantization, calibration)
+            fmt.check(staged)
+            details["ops"] = fmt.ops(staged)
+            figures = verify_artifact(request, memo, model_key, staged, ckpt, deployable) \
+                if request.verify else None
+            vectors, vector_figures = verify.vectors(info, staged, ckpt, deployable,
+                                                     request.quantization, request.verify)
+            if figures is not None:
+                figures["vectors"] = vector_figures
+                if not vector_figures["passed"]:
+                    raise VerificationError(f"{request.artifact.name}: "
+                                            f"{front_end.describe_vectors(vector_figures)}")
+            sidecar = make_sidecar(request, ckpt, deployable, staged, details, figures, shared)
+            write_unit(request, staged, sidecar, vectors, shared)
+    except OSError as e:  # a full disk or a denied write, in the staging folder or the output
+        raise InputError(f"cannot write {request.artifact}: {os_reason(e)}") from None
     return sidecar
 
 

@@ -1,7 +1,7 @@
 """TFLite: LiteRT's PyTorch converter (litert-torch) with static shapes, builtin operators only,
 quantized by ai-edge-quantizer and run in the LiteRT interpreter (ai-edge-litert). No
 TensorFlow. litert-torch imports jax and transformers (seconds), so each function imports what
-it needs when called.
+it needs when called, inside ``quiet()``: absl, oneDNN and torchao announce themselves on import.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def conversion(quantization: str) -> str:
 def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
             options: TFLiteOptions, conversion: str,
             calibration: list[dict[str, np.ndarray]]) -> dict:
-    import litert_torch
+    with quiet():
+        import litert_torch
     import torch
 
     from eelbert_export.exporters.deployable import Named
@@ -60,7 +61,8 @@ def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) ->
     the fly by the kernels); int8-weights: int8 weights dequantized to float32 before each op;
     fp16: float16 weights, float32 compute; int8-full: int8 weights and activations, calibrated
     on real sentences, with the hash stage left out so that its float ops stay exact."""
-    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe, recipe_manager
+    with quiet():
+        from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe, recipe_manager
 
     ops = qtyping.TFLOperationName.ALL_SUPPORTED
     if mode == "int8":
@@ -98,7 +100,8 @@ def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) ->
 
 
 def interpreter(path: Path, keep_tensors: bool = False, threads: int | None = None):
-    from ai_edge_litert.interpreter import Interpreter
+    with quiet():
+        from ai_edge_litert.interpreter import Interpreter
 
     with quiet():  # the XNNPACK delegate announces itself when tensors are first allocated
         it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=keep_tensors,
@@ -119,8 +122,9 @@ def input_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 def operator_names(path: Path) -> list[str]:
     """Every operator code in the flatbuffer: builtin names, or CUSTOM:<code> (Flex included)."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
+    with quiet():
+        from ai_edge_litert import schema_py_generated as schema
+        from ai_edge_litert.tools import flatbuffer_utils
 
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
@@ -214,8 +218,9 @@ def tensors(path: Path) -> list[Tensor]:
     """The flatbuffer's non-empty buffers, each named by the first tensor that uses it, with
     the tensor's quantization parameters (per-channel scales and zero points are stored
     beside the buffer: 12 bytes a row of the int8 n-gram table)."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
+    with quiet():
+        from ai_edge_litert import schema_py_generated as schema
+        from ai_edge_litert.tools import flatbuffer_utils
 
     dtypes = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
@@ -245,17 +250,20 @@ def quantization_bytes(quantization) -> int:
 
 def to_tflite(module, kwargs: dict, path: Path) -> None:
     """Convert with builtin ops only. litert-torch refuses ops that would need TensorFlow
-    kernels (Flex): that becomes a one-line reason naming them."""
-    import litert_torch
+    kernels (Flex): that becomes a one-line reason naming them. The bytes are written here:
+    the converter's own file writer exits the process on a full disk (an LLVM fatal error)."""
+    with quiet():
+        import litert_torch
 
     try:
         with quiet():
-            litert_torch.convert(module, sample_kwargs=kwargs).export(str(path))
+            model = litert_torch.convert(module, sample_kwargs=kwargs).model_content()
     except Exception as e:  # the converter raises bare Exceptions and ConverterErrors
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         flex = [line for line in lines if line.startswith(("TF Select ops:", "Custom ops:"))]
         raise VerificationError(f"{path.name}: not convertible to LiteRT builtin ops: "
                                 f"{'; '.join(flex or lines[:1])}") from None
+    path.write_bytes(model)
     shorten_names(path)
 
 
@@ -266,7 +274,8 @@ def shorten_names(path: Path) -> None:
     ``arith.constant`` (LayerNorm weights, a folded embedding table) take their first user's
     name in front, for the audit. The hash module's name stays, for ``hash_runner``; names
     stay unique, for ai-edge-quantizer."""
-    from ai_edge_litert.tools import flatbuffer_utils
+    with quiet():
+        from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
     for subgraph in model.subgraphs:

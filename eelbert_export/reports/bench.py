@@ -22,6 +22,7 @@ from eelbert_export.errors import InputError
 from eelbert_export.exporters import pipeline
 from eelbert_export.exporters.base import BY_NAME, format_of
 from eelbert_export.exporters.deployable import SAMPLE_TEXTS
+from eelbert_export.files import output_folder
 from eelbert_export.predict import load_predictor
 from eelbert_export.reports.export_all import table_checkpoint
 from eelbert_export.text import TextEncoder
@@ -32,12 +33,18 @@ HASH_COST_TARGET = 1.3  # issue 8: end-to-end at most 1.3x the same model with a
 TEXT = SAMPLE_TEXTS[10]  # real words, long enough to fill 128 tokens
 
 
-def check(path: Path) -> None:
-    """Refuse what cannot be timed here, before any timing starts."""
+def check(path: Path, seq: int) -> None:
+    """Refuse what cannot be timed here before any timing starts: a format this machine cannot
+    run, a file its runtime cannot open, a sequence longer than it takes."""
     info = format_of(path, "an artifact to time")
     if info is BY_NAME["coreml"] and platform.system() != "Darwin":
         raise InputError(f"{path.name}: Core ML runs only on macOS; time it there (on Linux "
                          "its program is checked by an evaluator, not a runtime)")
+    predictor = load_predictor(path, 1)
+    predictor.logits([(TEXT, TEXT if "token_type_ids" in predictor.input_names else None)])
+    longest = predictor.max_tokens
+    if seq > longest:
+        raise InputError(f"--seq {seq}: {path.name} takes at most {longest} tokens")
 
 
 def load(path: Path, threads: int):
@@ -47,12 +54,15 @@ def load(path: Path, threads: int):
     names = predictor.input_names
 
     def feeds_for(batch: int, seq: int) -> dict[str, np.ndarray]:
-        """``batch`` copies of a real text cut to ``seq`` tokens (as text and text_b for pair
-        models)."""
+        """``batch`` copies of real text cut to exactly ``seq`` tokens (as text and text_b for
+        pair models): the length reported is the length timed."""
         encoder = TextEncoder(dataclasses.replace(predictor.encoder.spec, max_length=seq),
                               predictor.encoder.max_chars)
-        pairs = [TEXT] * batch if "token_type_ids" in names else None
-        return feeds(encoder.encode([TEXT] * batch, pairs), names)
+        text = " ".join([TEXT] * (1 + seq // 64))
+        pairs = [text] * batch if "token_type_ids" in names else None
+        inputs = feeds(encoder.encode([text] * batch, pairs), names)
+        assert inputs["attention_mask"].shape[1] == seq
+        return inputs
     return predictor.run, feeds_for, predictor.runtime
 
 
@@ -157,8 +167,7 @@ def hash_cost(out_dir: Path, runs: int, progress=lambda line: None) -> list[dict
     """Each shipped hash model and its table twin, exported with ``--output hidden`` to ONNX
     and TFLite, timed interleaved at batch 1, seq 128, one thread: the ratio is the cost of
     computing the embedding in the graph instead of looking it up."""
-    if not out_dir.is_dir():
-        raise InputError(f"output folder {out_dir} does not exist")
+    output_folder(out_dir)
     rows = []
     for title, name in PAIRS:
         source = models_dir() / name

@@ -17,7 +17,7 @@ from eelbert_export import checkpoint
 from eelbert_export.errors import InputError, VerificationError
 from eelbert_export.exporters import pipeline
 from eelbert_export.exporters.base import FORMATS
-from eelbert_export.files import write_json, write_text
+from eelbert_export.files import output_folder, write_json, write_text
 from eelbert_export.model import BASELINE, ModelConfig, named_configs
 from eelbert_export.reports import audit
 
@@ -54,8 +54,7 @@ def export_all(model_path: Path, out_dir: Path, data_dir: Path | None, force: bo
     if unknown:
         raise InputError(f"--allow-refusal {unknown[0]}: not a format:mode (one of "
                          f"{', '.join(sorted(known))})")
-    if not out_dir.is_dir():
-        raise InputError(f"output folder {out_dir} does not exist")
+    output_folder(out_dir)
     ckpt = checkpoint.load(model_path)
     base_dir = out_dir / "baseline"
     base_dir.mkdir(exist_ok=True)

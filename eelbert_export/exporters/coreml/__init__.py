@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,12 +78,18 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
     # fp16 conversion narrows gather indices to int16; the contract keeps every integer int32.
     passes = mil.ct.PassPipeline.DEFAULT
     passes.remove_passes(["common::add_int16_cast"])
-    with quiet():
-        converted = mil.ct.convert(exported, inputs=inputs,
-                                   outputs=[mil.ct.TensorType(name=deployable.output_name)],
-                                   convert_to="mlprogram", compute_precision=precision,
-                                   minimum_deployment_target=getattr(mil.ct.target, target),
-                                   pass_pipeline=passes)
+    try:
+        with quiet():
+            converted = mil.ct.convert(exported, inputs=inputs,
+                                       outputs=[mil.ct.TensorType(name=deployable.output_name)],
+                                       convert_to="mlprogram", compute_precision=precision,
+                                       minimum_deployment_target=getattr(mil.ct.target, target),
+                                       pass_pipeline=passes)
+    except RuntimeError as e:  # its weight writer's failure, in the system's temporary folder
+        if "FileWriter" not in str(e):
+            raise
+        raise InputError(f"cannot write {path.name}: the converter could not write its weights "
+                         f"in {tempfile.gettempdir()} (a full disk?)") from None
     model, names = program.short_names(converted)  # shares the converted model's weights
     program.describe(model, deployable, hash_output and
                      names[program.converted_name(converted._mil_program, hash_output)])

@@ -1,0 +1,299 @@
+"""The careless user and the unlucky machine: corrupt and foreign artifacts, tampered sidecars,
+out-of-range options, hostile CSVs, overwrites, a full disk and signals. Every case ends in one
+line on stderr with the stated exit status, no traceback, and the folder as it was."""
+
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from eelbert_export.zoo import default_model
+
+from .exports import run
+from .test_cli import assert_one_line_error
+
+MODEL = default_model()
+SCRIPT = Path(sys.executable).with_name("eelbert-export")
+SHARED = ("tokenizer.json", "front-end.json")
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """The default model exported to ONNX and TFLite, into a folder the export creates."""
+    out = tmp_path_factory.mktemp("battery") / "new" / "folder"
+    for fmt in ("onnx", "tflite"):
+        result = run(fmt, MODEL, "-o", out, "--no-verify")
+        assert result.exit_code == 0, result.output
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file() else "folder" for p in sorted(folder.rglob("*"))}
+
+
+def beside(good: Path, folder: Path, name: str, sidecar_of: str) -> Path:
+    """A bad artifact ``name`` with a real sidecar and the front-end files beside it."""
+    folder.mkdir(exist_ok=True)
+    for shared in SHARED:
+        shutil.copy(good / shared, folder / shared)
+    shutil.copy(good / f"{MODEL.stem}{sidecar_of}.json", folder / f"{name}.json")
+    return folder / name
+
+
+def bad_artifact(good: Path, folder: Path, case: str) -> Path:
+    onnx, tflite = good / f"{MODEL.stem}.onnx", good / f"{MODEL.stem}.tflite"
+    if case == "truncated.onnx":
+        path = beside(good, folder, case, ".onnx")
+        path.write_bytes(onnx.read_bytes()[:50_000])
+    elif case == "random.tflite":
+        path = beside(good, folder, case, ".tflite")
+        path.write_bytes(bytes(range(256)) * 100)
+    elif case == "broken.mlpackage":
+        path = beside(good, folder, case, ".onnx")
+        path.mkdir()
+        (path / "Manifest.json").write_text("not json")
+    elif case == "tflite-renamed.onnx":
+        path = beside(good, folder, case, ".onnx")
+        shutil.copy(tflite, path)
+    return path
+
+
+ARTIFACT_CASES = ["truncated.onnx", "random.tflite", "broken.mlpackage", "tflite-renamed.onnx"]
+
+
+@pytest.mark.parametrize("case", ARTIFACT_CASES)
+@pytest.mark.parametrize("command", ["predict", "bench", "predict --vectors"])
+def test_corrupt_or_foreign_artifacts(good, tmp_path, case, command):
+    path = bad_artifact(good, tmp_path / "bad", case)
+    before = snapshot(tmp_path)
+    words = command.split()
+    args = [*words, path] + (["a wonderful film"] if words == ["predict"] else []) + \
+        (["--runs", "1", "--seq", "16"] if words == ["bench"] else [])
+    result = run(*args)
+    message = "Core ML runs only on macOS" if command == "bench" and ".mlpackage" in case \
+        else str(path)
+    assert_one_line_error(result, 2, message)
+    assert snapshot(tmp_path) == before
+
+
+def tamper(good: Path, folder: Path, case: str) -> Path:
+    """The real ONNX artifact beside a sidecar changed as a hand edit or a bad copy would."""
+    path = beside(good, folder, "model.onnx", ".onnx")
+    shutil.copy(good / f"{MODEL.stem}.onnx", path)
+    sidecar_file = folder / "model.onnx.json"
+    data = json.loads(sidecar_file.read_text())
+    if case == "no-text":
+        del data["text"]
+    elif case == "one-label":  # consistent in itself, but not with the model's real outputs
+        data["model"]["labels"] = ["only"]
+        data["outputs"][0]["shape"][-1] = 1
+    elif case == "label-count":
+        data["model"]["labels"] = ["only"]
+    elif case == "newer":
+        data["sidecar_version"] = 99
+    elif case == "older":
+        data["sidecar_version"] = 1
+    elif case == "missing":
+        sidecar_file.unlink()
+        return path
+    elif case == "not-json":
+        sidecar_file.write_text("{")
+        return path
+    elif case == "tokenizer-changed":
+        (folder / "tokenizer.json").write_text("{}")
+    sidecar_file.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-text", "no text spec"),
+    ("one-label", "names 1 labels but the model gives outputs of shape [2]"),
+    ("label-count", "1 labels for 2 logits"),
+    ("newer", "sidecar version 99 is newer"),
+    ("older", "export the model again"),
+    ("missing", "model.onnx.json"),
+    ("not-json", "model.onnx.json"),
+    ("tokenizer-changed", "not the tokenizer"),
+])
+def test_tampered_sidecars(good, tmp_path, case, message):
+    path = tamper(good, tmp_path, case)
+    assert_one_line_error(run("predict", path, "a wonderful film"), 2, message)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["onnx", "--opset", "7"], "'--opset': 7 is not in the range 18<=x<=21"),
+    (["onnx", "--opset", "99"], "'--opset': 99 is not in the range"),
+    (["tflite", "--seq-len", "600"], "'--seq-len'"),
+    (["onnx", "--max-chars", "0"], "'--max-chars'"),
+    (["onnx", "--quantize", "int3"], "'--quantize'"),
+    (["train", "finetune", "--init", "uno-eelbert", "--task", "sentiment", "--out", "m.pt",
+      "--steps", "0"], "'--steps': 0 is not in the range x>=1"),
+    (["train", "finetune", "--init", "uno-eelbert", "--task", "sentiment", "--out", "m.pt",
+      "--batch", "0"], "'--batch'"),
+    (["train", "finetune", "--init", "uno-eelbert", "--task", "sentiment", "--out", "m.pt",
+      "--lr", "-1"], "'--lr'"),
+    (["train", "finetune", "--init", MODEL, "--task", "csv:{csv}", "--out", "{tmp}/m.pt",
+      "--max-length", "600"], "--max-length 600 is past the model's"),
+    (["bench", "{onnx}", "--seq", "1000"], "--seq 1000: "),
+    (["bench", "{tflite}", "--seq", "129"], "takes at most 128 tokens"),
+    (["bench", MODEL, "--seq", "100000"], "takes at most 128 tokens"),
+    (["bench", "--threads", "0"], "every value must be at least 1"),
+    (["compare", "--runs", "{tmp}/missing"], "missing: no such folder"),
+    (["onnx", "{tmp}/model.pt"], "no such file"),
+])
+def test_options_refused_up_front(good, tmp_path, args, message):
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_text("text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
+    names = {"csv": csv_path, "tmp": tmp_path, "onnx": good / f"{MODEL.stem}.onnx",
+             "tflite": good / f"{MODEL.stem}.tflite"}
+    before = snapshot(tmp_path)
+    assert_one_line_error(run(*[str(a).format(**names) for a in args]), 2, message)
+    assert snapshot(tmp_path) == before
+
+
+def test_truncated_checkpoint_says_so(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(MODEL.read_bytes()[:100_000])
+    assert_one_line_error(run("predict", path, "fine"), 2, "truncated or damaged checkpoint")
+
+
+LONG = "a " * 70_000  # over the csv module's default 131,072-character field limit
+
+
+@pytest.mark.parametrize("content, message", [
+    ('text,label\ngood film,1\n"unterminated,0\n', "line 3: not valid CSV"),
+    ("text,label\ngood film,1,extra\n", "line 2 has more fields than the header"),
+    ("words,label\ngood film,1\n", "missing column text"),
+    (b"text,label\n\xff\xfe,1\n", "not UTF-8 text"),
+])
+@pytest.mark.parametrize("command", ["predict", "finetune", "evaluate"])
+def test_bad_csv(tmp_path, content, message, command):
+    path = tmp_path / "texts.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    args = {"predict": ["predict", MODEL, "--file", path],
+            "finetune": ["train", "finetune", "--init", "uno-eelbert", "--task", f"csv:{path}",
+                         "--out", tmp_path / "m.pt", "--steps", "1"],
+            "evaluate": ["evaluate", MODEL, "--task", f"csv:{path}"]}[command]
+    assert_one_line_error(run(*args), 2, message)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_csv_fields_of_any_length(tmp_path):
+    path = tmp_path / "texts.csv"
+    path.write_text(f'text\n"{LONG}"\nshort\n')
+    result = run("predict", MODEL, "--file", path, "--json")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == \
+        [LONG, "short"]
+
+
+def test_predict_takes_a_text_first(tmp_path):
+    result = run("predict", "a wonderful film")
+    assert result.exit_code == 0, result.output
+    label, logits, text = result.stdout.strip().split("\t")
+    assert text == "a wonderful film" and len(logits.split()) == 2
+
+
+def test_reports_never_replace_inputs_or_unnamed_files(good, tmp_path):
+    onnx = good / f"{MODEL.stem}.onnx"
+    before = snapshot(good)
+    kept = tmp_path / "kept.json"
+    kept.write_text("mine")
+    assert_one_line_error(run("audit", onnx, "--json", onnx, "--force"), 2, "also an input")
+    assert_one_line_error(run("audit", onnx, "--markdown", kept), 2, "--force")
+    assert_one_line_error(run("bench", onnx, "--json", kept, "--runs", "1"), 2, "--force")
+    assert_one_line_error(run("bench", MODEL, "--json", MODEL, "--force"), 2, "also an input")
+    assert_one_line_error(run("hash-cost", "-o", tmp_path, "--json", kept), 2, "--force")
+    assert_one_line_error(run("compare", "--json", kept), 2, "--force")
+    assert kept.read_text() == "mine" and snapshot(good) == before
+    result = run("audit", onnx, "--json", kept, "--force")
+    assert result.exit_code == 0 and json.loads(kept.read_text())[0]["artifact"] == onnx.name
+
+
+def test_finetune_never_replaces_its_init_or_an_existing_model(tmp_path):
+    init = tmp_path / "init.pt"
+    shutil.copy(MODEL, init)
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_text("text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
+    before = snapshot(tmp_path)
+    common = ["train", "finetune", "--task", f"csv:{csv_path}", "--steps", "1", "--force"]
+    assert_one_line_error(run(*common, "--init", init, "--out", init), 2, "also an input")
+    common.remove("--force")
+    assert_one_line_error(run(*common, "--init", "uno-eelbert", "--out", init), 2, "--force")
+    assert snapshot(tmp_path) == before
+
+
+def test_output_folder_is_a_file(good, tmp_path):
+    file = tmp_path / "file"
+    file.write_text("x")
+    assert_one_line_error(run("onnx", MODEL, "-o", file), 2, "is a file, not a folder")
+    assert good.is_dir()  # the fixture's export created new/folder
+
+
+def cli(*args, limit_kb: int | None = None) -> subprocess.Popen:
+    """The installed console script in a fresh process; ``limit_kb``: the largest file it may
+    write, as a full disk would stop it (the shell's file-size limit, with SIGXFSZ ignored so
+    that the write fails with an OSError)."""
+    command = [SCRIPT, *map(str, args)]
+    if limit_kb:
+        command = ["bash", "-c", f"ulimit -f {limit_kb}; trap '' XFSZ; exec \"$@\"", "-",
+                   *command]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def one_line(proc: subprocess.Popen, status: int, message: str) -> None:
+    """One line on stderr besides a progress bar's."""
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == status, err
+    lines = [line for line in err.strip().splitlines() if "%|" not in line]
+    assert len(lines) == 1 and lines[0].startswith("eelbert-export: error: ") and \
+        message in lines[0], err
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite", "coreml"])
+def test_full_disk_during_export(tmp_path, fmt):
+    one_line(cli(fmt, MODEL, "-o", tmp_path, "--no-verify", limit_kb=300), 2,
+             "cannot write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_after_finetuning(tmp_path):
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_text("text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
+    one_line(cli("train", "finetune", "--init", "uno-eelbert", "--task", f"csv:{csv_path}",
+                 "--out", tmp_path / "m.pt", "--steps", "2", limit_kb=200), 2,
+             "cannot write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_export_cleans_up(tmp_path, signum, status):
+    proc = cli("tflite", MODEL, "-o", tmp_path, "--no-verify")
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".export-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # interrupt it mid-conversion, its staging folder in place
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == status and err.strip() == \
+        f"eelbert-export: stopped by {signal.Signals(signum).name}", err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.5, 1.0])
+def test_ctrl_c_during_start_up(delay):
+    """Before the command line's handlers are in place the process just ends; after, it says
+    so in one line (inspect imports torch: seconds)."""
+    proc = cli("inspect")
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) in ((-signal.SIGINT, ""),
+                                      (130, "eelbert-export: stopped by SIGINT\n")), err
