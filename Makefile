@@ -96,10 +96,20 @@ STEPS_boolq := 1000
 STEPS_sms-spam := 1500
 FINETUNE := --batch 32 --eval-every 250 --data data
 # Sentiment first (the headline), then the second seeds, then the other tasks.
-ZOO_RUNS := $(foreach t,$(ZOO_TASKS),$(foreach r,$(ROWS_$(t)),$(foreach l,$(LRS_$(t)),\
+LABEL_RUNS := $(foreach t,$(ZOO_TASKS),$(foreach r,$(ROWS_$(t)),$(foreach l,$(LRS_$(t)),\
 	$(ZOO)/$(r).$(t).lr$(l).s0.pt)) $(if $(filter sentiment,$(t)),\
 	$(foreach r,$(ZOO_TOP),$(foreach l,$(LRS_$(t)),$(ZOO)/$(r).sentiment.lr$(l).s1.pt))))
-SHIP := uno-eelbert-ngrams uno-eelbert
+# Distilled rows (docs/training.md): the pinned MiniLM-L6 teacher fine-tuned on the task by
+# `train teacher`, then each student distilled from it on a transfer set of the training texts,
+# 20 masked copies of each and 200,000 corpus windows (labelled once, cached in runs/). The
+# default model's row runs a second seed.
+TEACHERS := runs/teachers
+DISTILLED_sentiment := distilled-uno-eelbert-ngrams distilled-bert-tiny distilled-uno-eelbert
+DISTILL := --steps 6000 --batch 128 --eval-every 500 --data data
+DISTILLED_RUNS := $(foreach r,$(DISTILLED_sentiment),$(ZOO)/$(r).sentiment.lr1e-3.s0.pt) \
+	$(ZOO)/distilled-uno-eelbert-ngrams.sentiment.lr1e-3.s1.pt
+# Shipped as models/<name>-sentiment.pt: zoo row -> name (the default is the distilled student).
+SHIP := distilled-uno-eelbert-ngrams=uno-eelbert-ngrams uno-eelbert=uno-eelbert
 .SECONDARY:
 
 .PHONY: data zoo
@@ -107,16 +117,27 @@ data: $(STAMP)
 	$(EE) data prepare --out data
 
 # The stem names the run: CONFIG.TASK.lrLR.sSEED.
-$(ZOO)/%.pt: | $(STAMP)
+$(LABEL_RUNS): $(ZOO)/%.pt: | $(STAMP)
 	mkdir -p $(@D)
 	set -- $(subst ., ,$*); OMP_NUM_THREADS=1 $(EE) train finetune --init $$1 --task $$2 \
 	  --lr $${3#lr} --seed $${4#s} --steps $(STEPS_$(word 2,$(subst ., ,$*))) $(FINETUNE) \
 	  --out $@ 2> $(@:.pt=.log)
 
-zoo: $(ZOO_RUNS)
+$(TEACHERS)/minilm-%: | $(STAMP)
+	$(EE) data teacher
+	mkdir -p $(@D)
+	$(EE) train teacher --task $* --out $@ --data data --force 2> $@.log
+
+.SECONDEXPANSION:
+$(DISTILLED_RUNS): $(ZOO)/distilled-%.pt: $$(TEACHERS)/minilm-$$(word 2,$$(subst ., ,$$*)) | $(STAMP)
+	mkdir -p $(@D)
+	set -- $(subst ., ,$*); OMP_NUM_THREADS=1 $(EE) train distill --teacher $< --init $$1 \
+	  --task $$2 --lr $${3#lr} --seed $${4#s} $(DISTILL) --out $@ 2> $(@:.pt=.log)
+
+zoo: $(LABEL_RUNS) $(DISTILLED_RUNS)
 	$(EE) compare --runs $(ZOO) --json $(ZOO)/comparison.json --force | tee $(ZOO)/comparison.md
 	$(BIN)/python -c 'import json, shutil, sys; rows = json.load(open(sys.argv[1]))["rows"]; \
-	  [shutil.copy(rows[m]["sentiment"]["path"], f"models/{m}-sentiment.pt") \
-	   for m in sys.argv[2:]]' $(ZOO)/comparison.json $(SHIP)
-	for m in $(SHIP); do \
+	  [shutil.copy(rows[r]["sentiment"]["path"], f"models/{m}-sentiment.pt") \
+	   for r, m in (a.split("=") for a in sys.argv[2:])]' $(ZOO)/comparison.json $(SHIP)
+	for m in $(foreach s,$(SHIP),$(lastword $(subst =, ,$(s)))); do \
 	  $(EE) card models/$$m-sentiment.pt --task sentiment > models/$$m-sentiment.md; done

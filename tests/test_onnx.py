@@ -111,7 +111,7 @@ def test_export_bad_input_exits_2(tmp_path, fresh, case, message):
         checkpoint.save(model, fresh("bert-tiny"))
     elif case == "int64-model":
         from eelbert_export.hashing import PAPER_SPEC
-        from eelbert_export.train import starting_point
+        from eelbert_export.training.saving import starting_point
 
         ckpt = fresh()
         int64 = starting_point("uno-eelbert", PAPER_SPEC)

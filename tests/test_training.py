@@ -10,11 +10,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eelbert_export import checkpoint, train
+from eelbert_export import checkpoint
 from eelbert_export.cli import main
 from eelbert_export.hashing import HashSpec
 from eelbert_export.model import default_hash_spec, named_configs
 from eelbert_export.text import TextEncoder, TextSpec, vocabulary
+from eelbert_export.training import objectives
+from eelbert_export.training.loop import Recipe
+from eelbert_export.training.pretrain import pretrain
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECIPE = dict(batch=8, lr=2e-3, seq=32, seed=0)
@@ -37,19 +40,19 @@ def uno():
 def fixed_batch_loss(model, corpus: Path) -> float:
     """MLM loss on the same masked batch (step 0) for any model."""
     encoder = TextEncoder(TextSpec(max_length=32), 20)
-    rows = train.pack(train.read_lines(corpus / "valid.txt"), encoder, 32)
-    recipe = train.Recipe(steps=1, **RECIPE)
-    ids, targets = train.mlm_batch(rows, 0, recipe, 30522, vocabulary().index("[MASK]"))
-    train.cache_vocabulary(model)
+    rows = objectives.pack(objectives.read_lines(corpus / "valid.txt"), encoder, 32)
+    recipe = Recipe(steps=1, **RECIPE)
+    ids, targets = objectives.mlm_batch(rows, 0, recipe, 30522, vocabulary().index("[MASK]"))
+    objectives.cache_vocabulary(model)
     model.eval()
     with torch.no_grad():
-        return train.mlm_loss(model, ids, targets).item()
+        return objectives.mlm_loss(model, ids, targets).item()
 
 
 def test_pretraining_lowers_the_loss_and_reloads(corpus, tmp_path):
     config, spec = uno()
     out = tmp_path / "mlm.pt"
-    report = train.pretrain(config, spec, corpus, out, train.Recipe(steps=40, **RECIPE))
+    report = pretrain(config, spec, corpus, out, Recipe(steps=40, **RECIPE))
     torch.manual_seed(0)
     before = fixed_batch_loss(checkpoint.new_model("mlm", config, spec), corpus)
     loaded = checkpoint.load(out)
@@ -61,12 +64,12 @@ def test_pretraining_lowers_the_loss_and_reloads(corpus, tmp_path):
 
 def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
     config, spec = uno()
-    recipe = train.Recipe(steps=8, checkpoint_every=4, **RECIPE)
+    recipe = Recipe(steps=8, checkpoint_every=4, **RECIPE)
     straight = tmp_path / "straight.pt"
-    train.pretrain(config, spec, corpus, straight, recipe)
+    pretrain(config, spec, corpus, straight, recipe)
 
     resumed = tmp_path / "resumed.pt"
-    real_loss, calls = train.mlm_loss, []
+    real_loss, calls = objectives.mlm_loss, []
 
     def crash_at_step_6(*args):
         calls.append(1)
@@ -74,13 +77,13 @@ def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_loss(*args)
 
-    monkeypatch.setattr(train, "mlm_loss", crash_at_step_6)
+    monkeypatch.setattr(objectives, "mlm_loss", crash_at_step_6)
     with pytest.raises(KeyboardInterrupt):
-        train.pretrain(config, spec, corpus, resumed, recipe)
-    monkeypatch.setattr(train, "mlm_loss", real_loss)
+        pretrain(config, spec, corpus, resumed, recipe)
+    monkeypatch.setattr(objectives, "mlm_loss", real_loss)
     state = torch.load(resumed.with_name("resumed.pt.state"), weights_only=True)
     assert state["step"] == 4 and not resumed.exists()
-    train.pretrain(config, spec, corpus, resumed, recipe, resume=True)
+    pretrain(config, spec, corpus, resumed, recipe, resume=True)
     a, b = checkpoint.load(straight).model, checkpoint.load(resumed).model
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
@@ -89,7 +92,7 @@ def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
 def test_finetune_from_pretrained_csv_and_evaluate(corpus, tmp_path):
     config, spec = uno()
     mlm = tmp_path / "mlm.pt"
-    train.pretrain(config, spec, corpus, mlm, train.Recipe(steps=5, **RECIPE))
+    pretrain(config, spec, corpus, mlm, Recipe(steps=5, **RECIPE))
     out = tmp_path / "clf.pt"
     task = f"csv:{FIXTURES / 'sentiment.csv'}"
     result = CliRunner().invoke(main, ["train", "finetune", "--init", str(mlm), "--task", task,
@@ -140,7 +143,7 @@ def test_finetune_with_a_hash_spec_file(tmp_path):
 def test_paper_faithful_hash_trains(corpus, tmp_path):
     config, _ = uno()
     spec = HashSpec(variant="int64", moduli=(2**31 - 1,), bases=(1_000_003,), buckets=2**31 - 1)
-    train.pretrain(config, spec, corpus, tmp_path / "int64.pt", train.Recipe(steps=2, **RECIPE))
+    pretrain(config, spec, corpus, tmp_path / "int64.pt", Recipe(steps=2, **RECIPE))
     assert checkpoint.load(tmp_path / "int64.pt").hash_spec.variant == "int64"
 
 
@@ -195,7 +198,7 @@ def test_ngram_table_model_pretrains(corpus, tmp_path):
     config = named_configs()["uno-eelbert-ngrams"]
     spec = default_hash_spec(config)
     out = tmp_path / "mlm.pt"
-    train.pretrain(config, spec, corpus, out, train.Recipe(steps=40, **RECIPE))
+    pretrain(config, spec, corpus, out, Recipe(steps=40, **RECIPE))
     torch.manual_seed(0)
     before = fixed_batch_loss(checkpoint.new_model("mlm", config, spec), corpus)
     after = fixed_batch_loss(checkpoint.load(out).model, corpus)
@@ -223,3 +226,43 @@ def test_variant_finetunes_selects_on_dev_and_reloads(tmp_path, config):
                                     "--json"])
     assert dev.exit_code == 0, dev.output
     assert json.loads(dev.stdout)["accuracy"] == report["dev"]["accuracy"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "0"], "--lr"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**70)], "--seed"),
+])
+def test_recipe_options_out_of_range(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["train", "finetune", "--init", "uno-eelbert", "--task",
+                                       f"csv:{FIXTURES / 'sentiment.csv'}", "--out",
+                                       str(tmp_path / "m.pt"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("world, message", [("two", "WORLD_SIZE must be a positive integer"),
+                                            ("2", "start data-parallel training with torchrun")])
+def test_world_size_without_torchrun(tmp_path, corpus, monkeypatch, world, message):
+    monkeypatch.setenv("WORLD_SIZE", world)
+    for name in ("RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(main, ["train", "pretrain", "--config", "uno-eelbert",
+                                       "--corpus", str(corpus), "--out", str(tmp_path / "m.pt"),
+                                       "--steps", "2", "--batch", "8", "--seq", "32"])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+@pytest.mark.parametrize("state", ["truncated", "other-config"])
+def test_resume_refuses_a_foreign_or_damaged_state(tmp_path, corpus, state):
+    args = ["train", "pretrain", "--corpus", str(corpus), "--out", str(tmp_path / "m.pt"),
+            "--steps", "6", "--batch", "8", "--seq", "32", "--checkpoint-every", "3"]
+    saved = tmp_path / "m.pt.state"
+    if state == "truncated":
+        saved.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    else:
+        torch.save({"model": {}, "optimizer": {}, "step": 3}, saved)
+    result = CliRunner().invoke(main, [*args, "--config", "uno-eelbert", "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "remove it to start over" in result.stderr and "Traceback" not in result.output

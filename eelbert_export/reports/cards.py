@@ -15,7 +15,7 @@ from eelbert_export.errors import InputError
 from eelbert_export.model import BASELINE
 from eelbert_export.reports.summary import summarize
 from eelbert_export.tasks import TASKS, load_task
-from eelbert_export.train import evaluate
+from eelbert_export.training.evaluation import evaluate
 
 # The zoo's rows (named configs, each fine-tuned from scratch by the same recipe and lr search;
 # runs named RUNS/<config>.<task>.lr<lr>.s<seed>.pt by `make zoo`) and their titles.
@@ -24,7 +24,11 @@ ROWS = {
     "uno-eelbert": "UNO-EELBERT (fixed 128-dim hash, the paper's)",
     "uno-eelbert-wide": "UNO-EELBERT, 2,048-dim fixed hash + trainable projection",
     "uno-eelbert-ngrams": "UNO-EELBERT-ngrams (n-gram table, 128 positions)",
+    "distilled-bert-tiny": "BERT-tiny, distilled from MiniLM-L6",
+    "distilled-uno-eelbert": "UNO-EELBERT (fixed hash), distilled from MiniLM-L6",
+    "distilled-uno-eelbert-ngrams": "UNO-EELBERT-ngrams, distilled from MiniLM-L6",
 }
+TEACHER_ROW = "MiniLM-L6 teacher, fine-tuned (the reference; not deployable at 1.2 MB)"
 RUN_NAME = re.compile(r"(?P<row>.+)\.(?P<task>[a-z-]+)\.lr(?P<lr>[0-9.e-]+)\.s(?P<seed>\d+)\.pt")
 
 
@@ -37,19 +41,38 @@ def embedding(ckpt: checkpoint.Checkpoint) -> str:
     return f"fixed hash embedding ({spec.dim} dims)"
 
 
+def training_report(provenance: dict) -> dict:
+    """The report of the training that made a classifier: fine-tuning or distillation."""
+    return provenance.get("distillation") or provenance["finetuning"]
+
+
+def teacher_lines(record: dict) -> list[str]:
+    t, transfer = record["teacher"], record["transfer"]
+    figures = "; ".join(f"{s} accuracy {t[s]['accuracy']:.4f}" for s in ("dev", "test")
+                        if s in t)
+    return [f"- teacher: {t['name']} ({t['parameters']:,} parameters, weights sha256 "
+            f"{t['weights_sha256'][:16]}...; {figures})",
+            f"- transfer set: {transfer['rows']:,} rows ({transfer['originals']:,} training "
+            f"texts, {transfer['copies']:,} masked copies, {transfer['corpus_windows']:,} corpus "
+            f"windows; sha256 {transfer['sha256'][:16]}...), {record['passes']} passes, loss "
+            f"{record['loss']} on the teacher's logits + cross-entropy on gold labels"]
+
+
 def model_card(path: Path, task_name: str, data_dir: Path) -> str:
     ckpt = checkpoint.load(path)
     task = load_task(task_name, data_dir)
     dev, test = evaluate(ckpt, task, "dev"), evaluate(ckpt, task, "test")
     summary = summarize(ckpt.model)
     p = ckpt.provenance
-    pre, fine = p.get("pretraining", {}), p["finetuning"]
+    pre, fine = p.get("pretraining", {}), training_report(p)
+    how, kind = ("distilled", "distillation") if "distillation" in p else \
+        ("fine-tuned", "fine-tuning")
     splits = p["data"].get("splits", {})
     c = ckpt.config
     lines = [
         f"# {path.stem}",
         "",
-        f"{c.name} fine-tuned for `{task_name}` ({', '.join(ckpt.labels)}): "
+        f"{c.name} {how} for `{task_name}` ({', '.join(ckpt.labels)}): "
         f"{c.layers} layer(s), hidden {c.hidden}, {c.heads} heads, FFN {c.ffn}, "
         f"{embedding(ckpt)}, `{ckpt.text_spec.mode}` text front end "
         f"(max {ckpt.text_spec.max_length} tokens).",
@@ -80,7 +103,9 @@ def model_card(path: Path, task_name: str, data_dir: Path) -> str:
                   f"{pre['lr']}, {pre['train_seconds'] / 60:.1f} min at "
                   f"{pre['tokens_per_second']:,} tokens/s; valid MLM loss "
                   f"{pre['valid_mlm_loss']:.3f}"]
-    lines += [f"- fine-tuning: `{p['command']}`; {fine['steps']} steps x {fine['batch']}, lr "
+    if "distillation" in p:
+        lines += teacher_lines(fine)
+    lines += [f"- {kind}: `{p['command']}`; {fine['steps']} steps x {fine['batch']}, lr "
               f"{fine['lr']}, {fine['train_seconds'] / 60:.1f} min at "
               f"{fine['tokens_per_second']:,} tokens/s",
               f"- hardware: {fine['hardware']}",
@@ -104,12 +129,29 @@ def chosen(by_lr: dict[str, dict[int, Path]]) -> tuple[str, list[Path]]:
     is never looked at), and every seed's run at that lr."""
     def dev(lr: str) -> float:
         ckpt = checkpoint.load(by_lr[lr][min(by_lr[lr])])
-        return ckpt.provenance["finetuning"]["dev"]["balanced_accuracy"]
+        return training_report(ckpt.provenance)["dev"]["balanced_accuracy"]
     lr = max(by_lr, key=dev)
     return lr, [by_lr[lr][s] for s in sorted(by_lr[lr])]
 
 
-def comparison(runs: Path, data_dir: Path, timing_runs: int = 200) -> dict:
+def teacher_figures(teachers: Path) -> dict:
+    """The fine-tuned teachers' test accuracy per task (``TEACHERS/minilm-<task>``, `make zoo`)
+    with their size: the reference the students are distilled from."""
+    import json
+
+    found = {}
+    for task in TASKS:
+        folder = teachers / f"minilm-{task}"
+        if (folder / "eelbert-teacher.json").is_file():
+            report = json.loads((folder / "eelbert-teacher.json").read_text())
+            found[task] = {"accuracy": report["test"]["accuracy"],
+                           "params": report["base"]["parameters"],
+                           "bytes": (folder / "model.safetensors").stat().st_size}
+    return found
+
+
+def comparison(runs: Path, data_dir: Path, timing_runs: int = 200,
+               teachers: Path = Path("runs/teachers")) -> dict:
     """Every row's test accuracy per task (lr chosen on dev; mean and spread over seeds), its
     size, the size of its int8 ONNX file and the p50 latency of its float32 ONNX file at batch
     1 x 128 tokens on one thread, timed interleaved with every other row in this one run."""
@@ -143,7 +185,7 @@ def comparison(runs: Path, data_dir: Path, timing_runs: int = 200) -> dict:
             jobs.append((run, feeds_for(1, 128)))
         for results, times in zip(rows.values(), bench.interleaved(jobs, timing_runs)):
             results["onnx_p50_ms"] = 1e3 * float(np.percentile(times, 50))
-    return {"rows": rows, "tfidf": tfidf_baseline(tasks),
+    return {"rows": rows, "tfidf": tfidf_baseline(tasks), "teacher": teacher_figures(teachers),
             "test_examples": {t: len(d.test) for t, d in tasks.items()},
             "timing_runs": timing_runs}
 
@@ -200,6 +242,12 @@ def comparison_table(result: dict) -> str:
             title, *(acc(r.get(t)) for t in TASKS), gap, f"{r['size']['params']:,}",
             f"{r['size']['fp32_bytes']:,}", f"{r['onnx_int8_bytes']:,}",
             f"{r['onnx_p50_ms']:.2f}{ratio}"]) + " |")
+    teacher = result.get("teacher", {})
+    if teacher:
+        some = next(iter(teacher.values()))
+        lines.append(f"| {TEACHER_ROW} | " + " | ".join(
+            f"{teacher[t]['accuracy']:.3f}" if t in teacher else "-" for t in TASKS)
+            + f" | - | {some['params']:,} | {some['bytes']:,} | - | - |")
     lines.append("| TF-IDF word 1-2 + logistic regression (scikit-learn) | " + " | ".join(
         f"{result['tfidf'][t]:.3f}" for t in TASKS) + " | - | - | - | - | - |")
     se = ", ".join(f"{t} {100 * (0.25 / n[t]) ** 0.5:.1f}" for t in TASKS)
