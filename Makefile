@@ -102,12 +102,16 @@ LABEL_RUNS := $(foreach t,$(ZOO_TASKS),$(foreach r,$(ROWS_$(t)),$(foreach l,$(LR
 # Distilled rows (docs/training.md): the pinned MiniLM-L6 teacher fine-tuned on the task by
 # `train teacher`, then each student distilled from it on a transfer set of the training texts,
 # 20 masked copies of each and 200,000 corpus windows (labelled once, cached in runs/). The
-# default model's row runs a second seed.
+# default model's row searches the lr as above (two, chosen on dev) and runs a second seed.
 TEACHERS := runs/teachers
 DISTILLED_sentiment := distilled-uno-eelbert-ngrams distilled-bert-tiny distilled-uno-eelbert
 DISTILL := --steps 6000 --batch 128 --eval-every 500 --data data
-DISTILLED_RUNS := $(foreach r,$(DISTILLED_sentiment),$(ZOO)/$(r).sentiment.lr1e-3.s0.pt) \
-	$(ZOO)/distilled-uno-eelbert-ngrams.sentiment.lr1e-3.s1.pt
+DISTILLED_TOP := distilled-uno-eelbert-ngrams
+DISTILL_LRS := 1e-3 5e-4
+DISTILLED_RUNS := $(foreach r,$(filter-out $(DISTILLED_TOP),$(DISTILLED_sentiment)),\
+	$(ZOO)/$(r).sentiment.lr1e-3.s0.pt) \
+	$(foreach l,$(DISTILL_LRS),$(foreach s,0 1,\
+	$(ZOO)/$(DISTILLED_TOP).sentiment.lr$(l).s$(s).pt))
 # Shipped as models/<name>-sentiment.pt: zoo row -> name (the default is the distilled student).
 SHIP := distilled-uno-eelbert-ngrams=uno-eelbert-ngrams uno-eelbert=uno-eelbert
 .SECONDARY:

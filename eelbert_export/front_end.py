@@ -180,15 +180,18 @@ def check(vectors: list[Vector], encoder: TextEncoder, names: list[str], run,
             and set(vector.inputs) == set(names)
         output = np.asarray(run(row))[0]
         want = np.asarray(vector.outputs, dtype=np.float32)
-        worst = max(worst, float(np.abs(output - want).max(initial=0.0))
-                    if output.shape == want.shape else float("inf"))
-    passed = tokens == inputs == len(vectors) and worst <= tolerance
+        diff = np.abs(output - want) if output.shape == want.shape else np.array([np.inf])
+        # NaN never compares equal: a NaN on either side is an infinite difference.
+        worst = max(worst, float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0)))
+    passed = 0 < tokens == inputs == len(vectors) and worst <= tolerance
     return {"vectors": len(vectors), "tokens_equal": tokens, "inputs_equal": inputs,
             "max_abs_diff": worst, "tolerance": f"max_abs_diff <= {tolerance}", "passed": passed}
 
 
 def describe_vectors(figures: dict) -> str:
     count = figures["vectors"]
+    if not count:
+        return "test vectors failed: the vectors file holds none"
     pytorch = figures.get("pytorch")
     return (f"test vectors failed: tokens equal {figures['tokens_equal']}/{count}, inputs equal "
             f"{figures['inputs_equal']}/{count}, max |diff| {figures['max_abs_diff']:.2e}"

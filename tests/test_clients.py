@@ -144,3 +144,16 @@ def test_predict_bad_folders(folder, tmp_path, case):
     result = run("predict", broken(folder, tmp_path, case), "--vectors")
     assert result.exit_code == status, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("case", ["nan outputs", "empty"])
+def test_predict_vectors_never_passes_nan_or_nothing(folder, tmp_path, case):
+    """NaN never compares equal, and a vectors file without vectors checks nothing: both fail."""
+    artifact = broken(folder, tmp_path, "none")
+    path = vectors_path(artifact)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("" if case == "empty" else "".join(
+        json.dumps(r | {"outputs": [float("nan")] * len(r["outputs"])}) + "\n" for r in rows))
+    result = run("predict", artifact, "--vectors")
+    assert result.exit_code == 3, result.output
+    assert "test vectors failed" in result.stderr
