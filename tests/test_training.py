@@ -266,3 +266,16 @@ def test_resume_refuses_a_foreign_or_damaged_state(tmp_path, corpus, state):
     result = CliRunner().invoke(main, [*args, "--config", "uno-eelbert", "--resume"])
     assert result.exit_code == 2, result.output
     assert "remove it to start over" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_diverged_run_stops_with_one_line(tmp_path, corpus, monkeypatch):
+    """A non-finite loss (an lr far too high) ends training at once instead of saving NaN
+    weights."""
+    real = objectives.mlm_loss
+    monkeypatch.setattr(objectives, "mlm_loss", lambda *a: real(*a) * float("nan"))
+    result = CliRunner().invoke(main, ["train", "pretrain", "--config", "uno-eelbert",
+                                       "--corpus", str(corpus), "--out", str(tmp_path / "m.pt"),
+                                       "--steps", "3", "--batch", "8", "--seq", "32"])
+    assert result.exit_code == 1 and "training diverged: the loss is nan at step 1" in \
+        result.stderr, result.output
+    assert not (tmp_path / "m.pt").exists()

@@ -10,6 +10,7 @@ gradients.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from eelbert_export.errors import InputError
+from eelbert_export.errors import EelbertError, InputError
 from eelbert_export.files import atomic_path
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -173,8 +174,8 @@ def fit(model: nn.Module, objective: Objective, recipe: Recipe, *, desc: str,
                              f"({str(e).splitlines()[0][:120]}); remove it to start over") \
                 from None
         scheduler.load_state_dict(state["scheduler"])
-        start, elapsed, history = state["step"], state["elapsed"], state["history"]
-        best = state["best"]
+        start, elapsed = state["step"], state.get("elapsed", 0.0)
+        history, best = state.get("history", []), state.get("best")  # older states had neither
     trained = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) \
         if world > 1 else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
@@ -194,6 +195,9 @@ def fit(model: nn.Module, objective: Objective, recipe: Recipe, *, desc: str,
         optimizer.step()
         scheduler.step()
         value = loss.item()
+        if not math.isfinite(value):
+            raise EelbertError(f"training diverged: the loss is {value} at step {step + 1} "
+                               f"(lower --lr; it is {recipe.lr}); nothing was saved")
         loss_avg = value if loss_avg != loss_avg else 0.98 * loss_avg + 0.02 * value
         tokens += objective.tokens(batch) * world
         shown = {"dev": f"{history[-1]['balanced_accuracy']:.3f}"} if history else {}
