@@ -581,14 +581,20 @@ def all_command(model, out_dir, data_dir, force, allowed, formats) -> None:
     check_budgets(results["reports"])
 
 
+# The largest values bench takes: a batch that fits in memory many times over, and this
+# machine's cores (a sequence length is checked against each artifact's shapes later).
+BENCH_LIMITS = {"batches": 4096, "seqs": 10**6, "threads": os.cpu_count() or 1}
+
+
 def int_list(ctx, param, value: str) -> list[int]:
     """``1,32`` -> [1, 32]; ``all`` (threads) is every core."""
     try:
         values = [os.cpu_count() or 1 if v == "all" else int(v) for v in value.split(",")]
     except ValueError:
         raise click.BadParameter(f"{value!r}: comma-separated whole numbers") from None
-    if any(v < 1 for v in values):
-        raise click.BadParameter(f"{value!r}: every value must be at least 1")
+    top = BENCH_LIMITS[param.name]
+    if any(not 1 <= v <= top for v in values):
+        raise click.BadParameter(f"{value!r}: every value must be in 1..{top}")
     return values
 
 
@@ -597,7 +603,7 @@ def int_list(ctx, param, value: str) -> list[int]:
 @click.option("--batch", "batches", default="1,32", show_default=True, callback=int_list)
 @click.option("--seq", "seqs", default="16,64,128", show_default=True, callback=int_list)
 @click.option("--threads", default="1,all", show_default=True, callback=int_list)
-@click.option("--runs", default=30, show_default=True, type=click.IntRange(1),
+@click.option("--runs", default=30, show_default=True, type=click.IntRange(1, 100_000),
               help="Timed runs per setting, after 5 warm-up runs.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")

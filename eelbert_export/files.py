@@ -103,6 +103,9 @@ def read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[dic
     reader = csv.DictReader(io.StringIO(text), strict=True)
     try:
         columns = reader.fieldnames or []
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        if twice:
+            raise InputError(f"{path}: column {twice[0]} appears twice in the header")
         missing = [c for c in required if c not in columns]
         if missing:
             raise InputError(f"{path}: missing column{'s' if len(missing) > 1 else ''} "

@@ -120,7 +120,13 @@ def is_text(argument: Path) -> bool:
 
 
 def read_texts(texts: list[str], text_file: Path | None) -> list[Item]:
-    """Texts from the arguments, or from a file: one per line, or a CSV with a text column."""
+    """Texts from the arguments, or from a file: one per line, or a CSV with a text column. An
+    argument with bytes that are not UTF-8 (Python keeps them as lone surrogates) is refused."""
+    for text in texts:
+        bad = next((c for c in text if "\udc80" <= c <= "\udcff"), None)
+        if bad is not None:
+            raise InputError(f"the text {text.encode('utf-8', 'surrogateescape')[:40]!r} is not "
+                             f"UTF-8 (byte 0x{ord(bad) - 0xdc00:02x})")
     items: list[Item] = [(t, None) for t in texts]
     if text_file is not None:
         if Path(text_file).suffix == ".csv":

@@ -144,14 +144,22 @@ def test_tampered_sidecars(good, tmp_path, case, message):
     (["bench", "{onnx}", "--seq", "1000"], "--seq 1000: "),
     (["bench", "{tflite}", "--seq", "129"], "takes at most 128 tokens"),
     (["bench", MODEL, "--seq", "100000"], "takes at most 128 tokens"),
-    (["bench", "--threads", "0"], "every value must be at least 1"),
+    (["bench", "--threads", "0"], "every value must be in 1.."),
+    (["bench", "--threads", "5000"], "every value must be in 1.."),
+    (["bench", "--batch", "99999999999999999999"], "every value must be in 1..4096"),
+    (["bench", "--runs", "1000000000"], "'--runs'"),
+    (["evaluate", MODEL, "--task", "csv:{pairs}"], "the model takes single texts"),
     (["compare", "--runs", "{tmp}/missing"], "missing: no such folder"),
     (["onnx", "{tmp}/model.pt"], "no such file"),
 ])
 def test_options_refused_up_front(good, tmp_path, args, message):
     csv_path = tmp_path / "data.csv"
     csv_path.write_text("text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
-    names = {"csv": csv_path, "tmp": tmp_path, "onnx": good / f"{MODEL.stem}.onnx",
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("text,text_b,label\n" + "".join(f"q {i},p {i},{('rotten', 'fresh')[i % 2]}\n"
+                                                      for i in range(40)))
+    names = {"csv": csv_path, "pairs": pairs, "tmp": tmp_path,
+             "onnx": good / f"{MODEL.stem}.onnx",
              "tflite": good / f"{MODEL.stem}.tflite"}
     before = snapshot(tmp_path)
     assert_one_line_error(run(*[str(a).format(**names) for a in args]), 2, message)
@@ -171,6 +179,7 @@ LONG = "a " * 70_000  # over the csv module's default 131,072-character field li
     ('text,label\ngood film,1\n"unterminated,0\n', "line 3: not valid CSV"),
     ("text,label\ngood film,1,extra\n", "line 2 has more fields than the header"),
     ("words,label\ngood film,1\n", "missing column text"),
+    ("text,label,label\ngood film,1,0\n", "column label appears twice"),
     (b"text,label\n\xff\xfe,1\n", "not UTF-8 text"),
 ])
 @pytest.mark.parametrize("command", ["predict", "finetune", "evaluate"])
@@ -297,3 +306,12 @@ def test_ctrl_c_during_start_up(delay):
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) in ((-signal.SIGINT, ""),
                                       (130, "eelbert-export: stopped by SIGINT\n")), err
+
+
+def test_text_that_is_not_utf8_is_refused():
+    """Bytes that are not UTF-8 in an argument reach Python as lone surrogates; predict names
+    the byte instead of failing inside the tokenizer."""
+    proc = subprocess.run([str(SCRIPT), "predict", MODEL, b"bad \xff byte"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == \
+        "eelbert-export: error: the text b'bad \\xff byte' is not UTF-8 (byte 0xff)", proc.stderr

@@ -60,5 +60,8 @@ def evaluate(ckpt: Checkpoint, task, split: str) -> dict:
         raise InputError("a pretrained encoder has no classifier; fine-tune it first")
     if sorted(task.labels) != sorted(ckpt.labels):
         raise InputError(f"the model's labels {ckpt.labels} are not the task's {task.labels}")
+    if task.pairs != ckpt.pairs:
+        raise InputError(f"{task.name} has {'text pairs' if task.pairs else 'single texts'}; "
+                         f"the model takes {'pairs' if ckpt.pairs else 'single texts'}")
     data = examples(task.split(split), ckpt.labels)
     return metrics(predict_logits(ckpt.model, ckpt.text_encoder(), data), data.labels)
