@@ -111,7 +111,10 @@ DISTILL_LRS := 1e-3 5e-4
 DISTILLED_RUNS := $(foreach r,$(filter-out $(DISTILLED_TOP),$(DISTILLED_sentiment)),\
 	$(ZOO)/$(r).sentiment.lr1e-3.s0.pt) \
 	$(foreach l,$(DISTILL_LRS),$(foreach s,0 1,\
-	$(ZOO)/$(DISTILLED_TOP).sentiment.lr$(l).s$(s).pt))
+	$(ZOO)/$(DISTILLED_TOP).sentiment.lr$(l).s$(s).pt)) \
+	$(foreach t,boolq sms-spam,$(ZOO)/$(DISTILLED_TOP).$(t).lr5e-4.s0.pt)
+# BoolQ's pairs need longer transfer rows (and get no corpus windows: those are single texts).
+DISTILL_boolq := --transfer-length 128
 # Shipped as models/<name>-sentiment.pt: zoo row -> name (the default is the distilled student).
 SHIP := distilled-uno-eelbert-ngrams=uno-eelbert-ngrams uno-eelbert=uno-eelbert
 .SECONDARY:
@@ -136,7 +139,8 @@ $(TEACHERS)/minilm-%: | $(STAMP)
 $(DISTILLED_RUNS): $(ZOO)/distilled-%.pt: $$(TEACHERS)/minilm-$$(word 2,$$(subst ., ,$$*)) | $(STAMP)
 	mkdir -p $(@D)
 	set -- $(subst ., ,$*); OMP_NUM_THREADS=1 $(EE) train distill --teacher $< --init $$1 \
-	  --task $$2 --lr $${3#lr} --seed $${4#s} $(DISTILL) --out $@ 2> $(@:.pt=.log)
+	  --task $$2 --lr $${3#lr} --seed $${4#s} $(DISTILL) \
+	  $(DISTILL_$(word 2,$(subst ., ,$*))) --out $@ 2> $(@:.pt=.log)
 
 zoo: $(LABEL_RUNS) $(DISTILLED_RUNS)
 	$(EE) compare --runs $(ZOO) --json $(ZOO)/comparison.json --force | tee $(ZOO)/comparison.md
