@@ -80,8 +80,8 @@ clean:
 # student 22; docs/training.md). Every label-only row is a named config fine-tuned from
 # scratch on each task by one recipe: the same steps, dev checks every 250 steps with selection
 # by dev balanced accuracy, the same lr search (LRS_<task>, chosen on dev by `compare`); the
-# default model's row runs a second seed on sentiment. Each run uses one thread, so two run side by side. The chosen sentiment runs
-# ship in models/ with their cards.
+# default model's row runs a second seed on sentiment. Each run uses one thread, so two run
+# side by side. The chosen sentiment runs ship in models/ with their cards.
 EE := $(BIN)/eelbert-export
 ZOO := runs/zoo
 ZOO_TOP := uno-eelbert-ngrams
