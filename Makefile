@@ -50,10 +50,12 @@ demo: $(STAMP)
 	@echo "  http://localhost:8000/clients/js/web/?model=/build/demo/uno-eelbert-ngrams-sentiment.int8.onnx"
 
 # Every format x mode of the default model, verified, audited against the budgets in
-# pyproject.toml, with a bert-tiny baseline exported the same way.
+# pyproject.toml, with a bert-tiny baseline exported the same way; then every sidecar it wrote
+# validated against docs/sidecar.schema.json.
 size-report: $(STAMP)
 	mkdir -p build/size
 	$(BIN)/eelbert-export all models/uno-eelbert-ngrams-sentiment.pt -o build/size --force
+	$(BIN)/python -m tests.schema build/size
 
 # benchmarks/README.md's tables: export cost (all), latency and memory (bench), and the cost of
 # the in-graph hash against a table (hash-cost), into build/bench. About 20 minutes on 2 cores.
@@ -62,7 +64,8 @@ bench: $(STAMP)
 	mkdir -p $(BENCH)
 	$(BIN)/eelbert-export all -o $(BENCH) --force
 	$(BIN)/eelbert-export bench models/uno-eelbert-ngrams-sentiment.pt \
-	  $(addprefix $(BENCH)/uno-eelbert-ngrams-sentiment.,onnx int8.onnx tflite int8.tflite) \
+	  $(addprefix $(BENCH)/uno-eelbert-ngrams-sentiment.,onnx int8.onnx tflite int8.tflite pte \
+	  int8.pte) \
 	  --json $(BENCH)/latency.json --force | tee $(BENCH)/latency.md
 	$(BIN)/eelbert-export hash-cost -o $(BENCH) --json $(BENCH)/hash-cost.json --force \
 	  | tee $(BENCH)/hash-cost.md

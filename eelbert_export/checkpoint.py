@@ -129,10 +129,15 @@ def load(path: Path | str) -> Checkpoint:
         text_spec = TextSpec.from_dict(data["text_spec"])
         check_weights(model, data["state_dict"])
         model.load_state_dict(data["state_dict"])
-        provenance = dict(data["provenance"])
+        provenance = data["provenance"]
+        if not isinstance(provenance, dict):
+            raise CheckpointError("its provenance is not a mapping")
+        if text_spec.max_length > model.encoder.config.max_positions:
+            raise CheckpointError(f"its text spec's max_length {text_spec.max_length} is past "
+                                  f"its {model.encoder.config.max_positions} positions")
         pairs = data["pairs"] if version >= 2 else \
             provenance.get("pairs", provenance.get("task") in PAIR_TASKS)
-        return Checkpoint(model.eval(), text_spec, labels, provenance, bool(pairs))
+        return Checkpoint(model.eval(), text_spec, labels, dict(provenance), bool(pairs))
     except (SpecError, CheckpointError) as e:
         raise type(e)(f"{path}: {e}") from None
     except (KeyError, TypeError, AttributeError) as e:

@@ -5,24 +5,19 @@ runs, so ``--help`` and ``predict`` on an ONNX or TFLite file start without torc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
 import sys
+import typing
 from pathlib import Path
 
 import click
 
 from eelbert_export.contract import OUTPUTS
 from eelbert_export.errors import EelbertError, InputError, TargetMissed, VerificationError
-from eelbert_export.exporters.base import (
-    BY_NAME,
-    COREML_TARGETS,
-    OPSETS,
-    CoreMLOptions,
-    OnnxOptions,
-    TFLiteOptions,
-)
+from eelbert_export.exporters.base import BY_NAME
 
 # First match wins: bad input is 2, an artifact out of tolerance is 3, a missed target (or any
 # other failure) is 1.
@@ -90,7 +85,7 @@ class Main(click.Group):
 @click.group(cls=Main)
 @click.version_option(package_name="eelbert-export")
 def main() -> None:
-    """Export tiny EELBERT text models to ONNX, Core ML and TFLite."""
+    """Export tiny EELBERT text models to ONNX, Core ML, TFLite and ExecuTorch."""
 
 
 def default_model() -> Path:
@@ -460,53 +455,58 @@ def run_export(fmt, options, model, out_dir, quantize, output, force, no_verify,
         fmt, model, out_dir, quantize, output, options, max_chars, not no_verify, data_dir,
         force))
     size, check = sidecar.size, sidecar.verification
-    line = f"wrote {out_dir / sidecar.artifact}: {size['bytes']:,} bytes " \
-           f"({size['gzip_bytes']:,} gzipped)"
+    line = f"wrote {out_dir / sidecar.artifact}: {size.bytes:,} bytes " \
+           f"({size.gzip_bytes:,} gzipped)"
     if check is not None:
-        line += (f"; verified in {sidecar.conversion['runtime']} on {check['texts']}: "
-                 f"max |diff| {check['max_abs_diff']:.2e}, cosine {check['cosine']:.6f}, "
-                 f"labels agree {100 * check['label_agreement']:.2f}%")
-        if "hash_stage" in check:
-            line += ", hash stage " + ("bit-exact" if check["hash_stage"]["bit_exact"]
+        line += (f"; verified in {sidecar.conversion.runtime} on {check.texts}: "
+                 f"max |diff| {check.max_abs_diff:.2e}, cosine {check.cosine:.6f}, "
+                 f"labels agree {100 * check.label_agreement:.2f}%")
+        if check.hash_stage is not None:
+            line += ", hash stage " + ("bit-exact" if check.hash_stage.bit_exact
                                        else "NOT bit-exact")
     else:
         line += "; not verified (--no-verify)"
     click.echo(line)
 
 
-@main.command("onnx")
-@export_options(BY_NAME["onnx"])
-@click.option("--opset", default=OnnxOptions.opset, show_default=True,
-              type=click.IntRange(*OPSETS))
-def onnx_command(opset, **common) -> None:
-    """Export MODEL [default: the default model] to ONNX, verified in onnxruntime."""
-    run_export(BY_NAME["onnx"], OnnxOptions(opset), **common)
+def format_options(info):
+    """Each field of the format's options type as a click option (its ``cli`` metadata)."""
+    hints = typing.get_type_hints(info.options)
+    decorators = []
+    for field in dataclasses.fields(info.options):
+        meta, hint = field.metadata, hints[field.name]
+        flag = meta["flag"] or "--" + field.name.replace("_", "-")
+        kind = click.Choice(meta["choices"]) if meta["choices"] else \
+            click.IntRange(*meta["range"]) if meta["range"] else None
+        if hint is bool:
+            decorators.append(click.option(flag, field.name, is_flag=True, help=meta["help"]))
+        elif typing.get_origin(hint) is tuple:
+            decorators.append(click.option(flag, field.name, type=kind, multiple=True,
+                                           help=meta["help"] + " [default: " + ", ".join(
+                                               map(str, field.default)) + "]"))
+        else:
+            decorators.append(click.option(flag, field.name, type=kind, default=field.default,
+                                           show_default=field.default is not None,
+                                           help=meta["help"]))
+    return decorators
 
 
-@main.command("coreml")
-@export_options(BY_NAME["coreml"])
-@click.option("--deployment-target", type=click.Choice(COREML_TARGETS),
-              default=CoreMLOptions.deployment_target, show_default=True)
-@click.option("--seq-len", "seq_lens", type=click.IntRange(1, 512), multiple=True,
-              help="Enumerated sequence lengths, batch 1; repeat the option [default: "
-                   f"{', '.join(map(str, CoreMLOptions.seq_lens))}].")
-@click.option("--flexible", is_flag=True,
-              help="A ranged shape (batch 1-64, any seq) instead of enumerated shapes.")
-def coreml_command(deployment_target, seq_lens, flexible, **common) -> None:
-    """Export MODEL [default: the default model] to a Core ML mlprogram (.mlpackage),
-    verified by evaluating the converted program (MLModel.predict on macOS)."""
-    options = CoreMLOptions(deployment_target, seq_lens or CoreMLOptions.seq_lens, flexible)
-    run_export(BY_NAME["coreml"], options, **common)
+def export_command(info) -> click.Command:
+    """``eelbert-export FORMAT``: one command per registered format."""
+    names = [f.name for f in dataclasses.fields(info.options)]
+
+    def command(**given) -> None:
+        chosen = {n: given.pop(n) for n in names}
+        chosen = {n: v for n, v in chosen.items() if v != ()}  # an unrepeated multiple option
+        run_export(info, info.options(**chosen), **given)
+    command.__doc__ = f"Export MODEL [default: the default model] to {info.summary}"
+    for decorator in reversed(format_options(info)):
+        command = decorator(command)
+    return main.command(info.name)(export_options(info)(command))
 
 
-@main.command("tflite")
-@export_options(BY_NAME["tflite"])
-@click.option("--seq-len", type=click.IntRange(1, 512), default=None,
-              help="Static sequence length [default: the model's max_length].")
-def tflite_command(seq_len, **common) -> None:
-    """Export MODEL [default: the default model] to TFLite (builtin ops only), verified in the
-    LiteRT interpreter."""
-    run_export(BY_NAME["tflite"], TFLiteOptions(seq_len), **common)
+for _info in BY_NAME.values():
+    export_command(_info)
 
 
 def check_outputs(force: bool, inputs: tuple[Path, ...], *outputs: Path | None) -> None:
@@ -514,9 +514,12 @@ def check_outputs(force: bool, inputs: tuple[Path, ...], *outputs: Path | None) 
     with --force."""
     from eelbert_export.files import check_output
 
-    for path in outputs:
-        if path is not None:
-            check_output(path, force, inputs)
+    named = [Path(path) for path in outputs if path is not None]
+    for path in named:
+        check_output(path, force, inputs)
+    same = [p for i, p in enumerate(named) if p.resolve() in {q.resolve() for q in named[:i]}]
+    if same:
+        raise InputError(f"{same[0]} is named for two outputs: give each its own file")
 
 
 def check_budgets(reports: list[dict]) -> None:
@@ -548,7 +551,11 @@ def audit(artifacts, budget, baselines, json_path, markdown_path, plot_path, for
     from eelbert_export.reports import audit as sizes
 
     limit = None if budget is None else sizes.parse_size(budget)
-    check_outputs(force, artifacts + baselines, json_path, markdown_path, plot_path)
+    audited = tuple(a for group in (artifacts, baselines) if group for a in sizes.collect(group))
+    companions = tuple(a.with_name(a.name + suffix) for a in audited
+                       for suffix in (".json", ".vectors.jsonl"))
+    check_outputs(force, artifacts + baselines + audited + companions, json_path, markdown_path,
+                  plot_path)
     reports = sizes.run(list(artifacts), limit, list(baselines) or None)
     sizes.save(reports, json_path, markdown_path, plot_path)
     click.echo(sizes.markdown(reports), nl=False)
@@ -672,9 +679,9 @@ def predict(artifact_or_model, texts, text_file, as_json, check_vectors) -> None
         model, texts = None, (str(model), *texts)
     model = model or default_model()
     if check_vectors:
-        figures = predicting.check_vectors(model)
-        click.echo(f"{model.name}: {figures['vectors']} test vectors reproduced (tokens, "
-                   f"inputs, outputs within {figures['max_abs_diff']:.2e})")
+        check = predicting.check_vectors(model)
+        click.echo(f"{model.name}: {check.vectors} test vectors reproduced (tokens, "
+                   f"inputs, outputs within {check.max_abs_diff:.2e})")
         return
     items = predicting.read_texts(list(texts), text_file)
     predictor = predicting.load_predictor(model)

@@ -15,7 +15,7 @@ import torch
 
 from eelbert_export.errors import InputError
 from eelbert_export.hashing import HashSpec, marked_codes, ngram_signature, token_codes
-from eelbert_export.model import HashEmbedding
+from eelbert_export.model import hash_stage
 
 MAX_COLLIDING_FRACTION = 0.01
 
@@ -24,7 +24,7 @@ def hash_stats(tokens: list[str], spec: HashSpec) -> dict:
     distinct = sorted(set(tokens))
     codes = torch.from_numpy(token_codes(distinct, spec.max_chars))
     with torch.no_grad():
-        embeddings = HashEmbedding(spec)(codes).numpy()
+        embeddings = hash_stage(spec)(codes).numpy()  # values, or an n-gram table's row ids
     groups: dict[bytes, list[str]] = {}
     for token, row in zip(distinct, embeddings):
         groups.setdefault(row.tobytes(), []).append(token)

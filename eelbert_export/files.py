@@ -50,6 +50,8 @@ def atomic_path(path: Path, force: bool = True, folder: bool = False) -> Iterato
         if path.is_dir():
             os.replace(path, work / "replaced")
         os.replace(work / path.name, path)
+    except OSError as e:  # a full disk or a denied write: one line naming the target
+        raise InputError(f"cannot write {path}: {os_reason(e)}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -75,6 +77,22 @@ def output_folder(path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def made_folder(path: Path) -> Iterator[Path]:
+    """``output_folder`` for one command: the folders it creates are removed again, deepest
+    first, when the command fails and leaves them empty."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    output_folder(path)
+    try:
+        yield path
+    except BaseException:
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
+
+
 def check_output(path: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
     """An output file the user named: refused if it is one of the command's inputs, or exists
     without ``--force``; checked before any work."""
@@ -84,10 +102,18 @@ def check_output(path: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None
     check_writable(path, force)
 
 
-def read_text(path: Path) -> str:
-    """A UTF-8 text file (a BOM is dropped), every failure one line naming it."""
+COMPANION_LIMIT = 64 << 20  # bytes: a sidecar or vectors file is kB to a few MB
+
+
+def read_text(path: Path, limit: int | None = None) -> str:
+    """A UTF-8 text file (a BOM is dropped), every failure one line naming it. With ``limit``,
+    at most that many bytes are read (a file linked to /dev/zero ends there)."""
     try:
-        return Path(path).read_bytes().decode("utf-8-sig")
+        with open(path, "rb") as f:
+            data = f.read() if limit is None else f.read(limit + 1)
+        if limit is not None and len(data) > limit:
+            raise InputError(f"{path}: over {limit:,} bytes, not a file this tool wrote")
+        return data.decode("utf-8-sig")
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:

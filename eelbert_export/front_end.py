@@ -15,8 +15,10 @@ import numpy as np
 import tokenizers
 from tokenizers import pre_tokenizers
 
-from eelbert_export.contract import feeds
-from eelbert_export.errors import InputError
+from eelbert_export.contract import VectorsCheck, feeds
+from eelbert_export.errors import InputError, SpecError
+from eelbert_export.files import COMPANION_LIMIT, read_text
+from eelbert_export.specs import from_fields
 from eelbert_export.text import TextEncoder, TextSpec, normalizer, wordpiece_tokenizer
 
 TABLES_VERSION = 1
@@ -148,25 +150,36 @@ def make_vectors(items: list[tuple[tuple, dict]], outputs: list[np.ndarray],
 
 
 def read_vectors(path: Path) -> list[Vector]:
-    """A vectors file, every failure one line naming it."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError:
-        raise InputError(f"{path} is missing (export the model again)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        rows = [json.loads(line) for line in lines if line.strip()]
-        return [Vector(r["text"], r.get("text_b"), r["tokens"], r["inputs"], r["outputs"])
-                for r in rows]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise InputError(f"{path}: not a vectors file (JSON lines with text, tokens, inputs, "
-                         "outputs)") from None
+    """A vectors file, each line parsed into its typed ``Vector`` (inputs int32 arrays, outputs
+    a float32 array); every failure one line naming the file, the line and the field."""
+    if not path.exists():
+        raise InputError(f"{path} is missing (export the model again)")
+    vectors = []
+    for number, line in enumerate(read_text(path, COMPANION_LIMIT).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            row = json.loads(line)
+            vector = from_fields(Vector, row if not isinstance(row, dict) else
+                                 {"text_b": None} | row, "vector")
+            for value in vector.inputs.values():
+                np.asarray(value, dtype=np.int32)
+            np.asarray(vector.outputs, dtype=np.float32)
+        except json.JSONDecodeError:
+            raise InputError(f"{where}: not JSON") from None
+        except SpecError as e:
+            raise InputError(f"{where}: {e}") from None
+        except (ValueError, TypeError, OverflowError):
+            raise InputError(f"{where}: inputs or outputs are not rectangular arrays of "
+                             "numbers") from None
+        vectors.append(vector)
+    return vectors
 
 
 
 def check(vectors: list[Vector], encoder: TextEncoder, names: list[str], run,
-          tolerance: float = 1e-4) -> dict:
+          tolerance: float = 1e-4) -> VectorsCheck:
     """What an app relies on, checked the way an app would meet it: each vector's text gives its
     tokens and inputs, and the artifact (``run``, batch 1) its outputs within ``tolerance``."""
     tokens = inputs = 0
@@ -176,23 +189,11 @@ def check(vectors: list[Vector], encoder: TextEncoder, names: list[str], run,
         batch = encoder.encode([vector.text], pair)
         row = feeds(batch, names)
         tokens += batch.tokens[0] == vector.tokens
-        inputs += all(np.array_equal(row[k][0], np.asarray(v)) for k, v in vector.inputs.items()) \
-            and set(vector.inputs) == set(names)
+        inputs += set(vector.inputs) == set(names) and \
+            all(np.array_equal(row[k][0], np.asarray(v)) for k, v in vector.inputs.items())
         output = np.asarray(run(row))[0]
         want = np.asarray(vector.outputs, dtype=np.float32)
         diff = np.abs(output - want) if output.shape == want.shape else np.array([np.inf])
         # NaN never compares equal: a NaN on either side is an infinite difference.
         worst = max(worst, float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0)))
-    passed = 0 < tokens == inputs == len(vectors) and worst <= tolerance
-    return {"vectors": len(vectors), "tokens_equal": tokens, "inputs_equal": inputs,
-            "max_abs_diff": worst, "tolerance": f"max_abs_diff <= {tolerance}", "passed": passed}
-
-
-def describe_vectors(figures: dict) -> str:
-    count = figures["vectors"]
-    if not count:
-        return "test vectors failed: the vectors file holds none"
-    pytorch = figures.get("pytorch")
-    return (f"test vectors failed: tokens equal {figures['tokens_equal']}/{count}, inputs equal "
-            f"{figures['inputs_equal']}/{count}, max |diff| {figures['max_abs_diff']:.2e}"
-            + (f", vs PyTorch max |diff| {pytorch['max_abs_diff']:.2e}" if pytorch else ""))
+    return VectorsCheck(len(vectors), tokens, inputs, worst, tolerance)

@@ -111,9 +111,11 @@ class HashSpec:
         """N-gram positions of all orders in one token: the ids' third axis for a table."""
         return sum(self.grams - n + 1 for n in range(1, self.orders + 1))
 
-    def stage_shape(self) -> tuple[int, ...]:
-        """The hash stage's output per token: embedding values, or the table's row ids."""
-        return (self.gram_slots, self.probes) if self.table else (self.dim,)
+    @property
+    def kind(self) -> str:
+        """The embedding kind it defines (``embeddings.KINDS``): the paper's fixed projection,
+        or row ids of a trainable n-gram table."""
+        return "ngram-table" if self.table else "fixed-hash"
 
     def order_dims(self) -> list[int]:
         """How many output dimensions each order n = 1..orders gets (as even as possible)."""
@@ -197,14 +199,9 @@ def token_codes(tokens: list[str], max_chars: int) -> np.ndarray:
     return out
 
 
-def stage_reference(tokens: list[str], spec: HashSpec) -> np.ndarray:
-    """What the hash stage must compute for ``tokens``, by the Python-integer reference."""
-    return bucket_reference(tokens, spec) if spec.table else embed_reference(tokens, spec)
-
-
 def bucket_reference(tokens: list[str], spec: HashSpec) -> np.ndarray:
     """The table's row ids by Python integers: int32 [tokens, gram_slots, probes]."""
-    out = np.zeros((len(tokens), *spec.stage_shape()), dtype=np.int32)
+    out = np.zeros((len(tokens), spec.gram_slots, spec.probes), dtype=np.int32)
     for t, token in enumerate(tokens):
         chars = marked_codes(token, spec)
         slot = 0

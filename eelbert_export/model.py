@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eelbert_export.embeddings import NGRAM_TABLE, kind_of
 from eelbert_export.errors import SpecError
 from eelbert_export.hashing import BOW, EOW, HashSpec, token_codes
 from eelbert_export.specs import from_fields
@@ -183,8 +184,10 @@ class NgramBuckets(HashStage):
 
 
 def hash_stage(spec: HashSpec) -> HashStage:
-    """The integer stage of a spec: the fixed hash embedding, or the n-gram table's row ids."""
-    return NgramBuckets(spec) if spec.table else HashEmbedding(spec)
+    """The integer stage of a spec's kind: the fixed hash embedding, or the n-gram table's row
+    ids (``embeddings.py`` names each kind's module)."""
+    return {cls.__name__: cls for cls in (HashEmbedding, NgramBuckets)}[
+        kind_of(spec).stage_module](spec)
 
 
 class Embeddings(nn.Module):
@@ -195,7 +198,7 @@ class Embeddings(nn.Module):
             if hash_spec is None:
                 raise SpecError("a hash model needs a hash spec")
             self.word = hash_stage(hash_spec)
-            if hash_spec.table:
+            if kind_of(hash_spec) is NGRAM_TABLE:
                 self.ngrams = nn.Embedding(hash_spec.table + 1, hash_spec.dim, padding_idx=0)
             if hash_spec.dim != config.hidden:
                 self.project = nn.Linear(hash_spec.dim, config.hidden, bias=False)

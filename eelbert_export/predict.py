@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from eelbert_export import front_end
-from eelbert_export.contract import Feeds, Sidecar, feeds, read_sidecar
+from eelbert_export.contract import Feeds, Sidecar, VectorsCheck, feeds, read_sidecar
 from eelbert_export.errors import InputError, VerificationError
 from eelbert_export.exporters.base import FORMATS, format_of, reading
 from eelbert_export.files import read_csv, read_text, sha256_text
@@ -56,12 +56,17 @@ def load_predictor(path: Path, threads: int | None = None) -> Predictor:
     if info is None:
         return checkpoint_predictor(path, threads)
     sidecar = read_sidecar(path)
-    encoder = TextEncoder(sidecar.text, sidecar.max_chars, shipped_tokenizer(path, sidecar))
+    tokenizer = shipped_tokenizer(path, sidecar)
+    try:
+        encoder = TextEncoder(sidecar.text, sidecar.max_chars, tokenizer)
+    except Exception as e:  # tokenizers raises a bare Exception for a malformed file
+        raise InputError(f"{path.parent / sidecar.front_end.tokenizer}: not a tokenizer.json "
+                         f"({str(e).splitlines()[0][:120]})") from None
     with reading(path):
         run = info.load().runner(path, threads)
     static = [d for t in sidecar.inputs for d in t.shape[1:2] if isinstance(d, int)]
     return Predictor(path, sidecar.labels, encoder, sidecar.input_names, run,
-                     sidecar.conversion["runtime"], min([sidecar.text.max_length, *static]))
+                     sidecar.conversion.runtime, min([sidecar.text.max_length, *static]))
 
 
 def shipped_tokenizer(path: Path, sidecar: Sidecar) -> str | None:
@@ -84,16 +89,16 @@ def shipped_tokenizer(path: Path, sidecar: Sidecar) -> str | None:
     return text
 
 
-def check_vectors(path: Path) -> dict:
+def check_vectors(path: Path) -> VectorsCheck:
     """The artifact's test vectors through ``predict``'s own path: the shipped tokenizer, the
     sidecar's inputs and the runtime; VerificationError if any vector is not reproduced."""
     predictor = load_predictor(path, threads=1)
     sidecar = read_sidecar(path)
     vectors = read_vectors(path.parent / sidecar.front_end.vectors)
-    figures = front_end.check(vectors, predictor.encoder, predictor.input_names, predictor.run)
-    if not figures["passed"]:
-        raise VerificationError(f"{path.name}: {front_end.describe_vectors(figures)}")
-    return figures
+    check = front_end.check(vectors, predictor.encoder, predictor.input_names, predictor.run)
+    if not check.reproduced:
+        raise VerificationError(f"{path.name}: {check.describe()}")
+    return check
 
 
 def checkpoint_predictor(path: Path, threads: int | None) -> Predictor:

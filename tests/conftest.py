@@ -31,3 +31,23 @@ def checkpoint_path(tmp_path_factory):
 def tensors(batch, *names):
     """An encoded batch's arrays as the torch tensors a model takes (no copy)."""
     return tuple(torch.from_numpy(getattr(batch, name)) for name in names)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sidecars_match_the_schema():
+    """Every sidecar an export writes in this session, any format and mode, validates against
+    the committed JSON Schema (a real validator, before the file is written)."""
+    from eelbert_export.exporters import pipeline
+
+    from .schema import problems
+
+    write_unit = pipeline.write_unit
+
+    def validated(request, staged, sidecar, *rest):
+        errors = problems(sidecar.to_dict())
+        assert not errors, f"{sidecar.artifact}: sidecar breaks docs/sidecar.schema.json: {errors}"
+        return write_unit(request, staged, sidecar, *rest)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "write_unit", validated)
+        yield

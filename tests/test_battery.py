@@ -77,7 +77,7 @@ def test_corrupt_or_foreign_artifacts(good, tmp_path, case, command):
     args = [*words, path] + (["a wonderful film"] if words == ["predict"] else []) + \
         (["--runs", "1", "--seq", "16"] if words == ["bench"] else [])
     result = run(*args)
-    message = "Core ML runs only on macOS" if command == "bench" and ".mlpackage" in case \
+    message = "coreml runs only on macOS" if command == "bench" and ".mlpackage" in case \
         else str(path)
     assert_one_line_error(result, 2, message)
     assert snapshot(tmp_path) == before
@@ -108,6 +108,20 @@ def tamper(good: Path, folder: Path, case: str) -> Path:
         return path
     elif case == "tokenizer-changed":
         (folder / "tokenizer.json").write_text("{}")
+    elif case == "output-shape":
+        data["outputs"][0]["shape"] = []
+    elif case == "max-chars-string":
+        data["max_chars"] = "20"
+    elif case == "conversion-list":
+        data["conversion"] = []
+    elif case == "dev-zero":
+        sidecar_file.unlink()
+        sidecar_file.symlink_to("/dev/zero")
+        return path
+    elif case == "tokenizer-broken":  # broken JSON whose sha256 was updated in the sidecar
+        text = (folder / "tokenizer.json").read_text()[:-10]
+        (folder / "tokenizer.json").write_text(text)
+        data["front_end"]["tokenizer_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     sidecar_file.write_text(json.dumps(data))
     return path
 
@@ -121,16 +135,53 @@ def tamper(good: Path, folder: Path, case: str) -> Path:
     ("missing", "model.onnx.json"),
     ("not-json", "model.onnx.json"),
     ("tokenizer-changed", "not the tokenizer"),
+    ("output-shape", "the logits output has no shape"),
+    ("max-chars-string", "sidecar max_chars: '20' is not an integer"),
+    ("conversion-list", "sidecar conversion must be a mapping"),
+    ("dev-zero", "not a file this tool wrote"),
+    ("tokenizer-broken", "tokenizer.json: not a tokenizer.json"),
 ])
 def test_tampered_sidecars(good, tmp_path, case, message):
     path = tamper(good, tmp_path, case)
     assert_one_line_error(run("predict", path, "a wonderful film"), 2, message)
 
 
+def vectors_file(good: Path, folder: Path, case: str) -> Path:
+    """The real ONNX artifact and sidecar beside a vectors file edited as a bad copy would."""
+    path = beside(good, folder, "model.onnx", ".onnx")
+    shutil.copy(good / f"{MODEL.stem}.onnx", path)
+    lines = (good / f"{MODEL.stem}.onnx.vectors.jsonl").read_text().splitlines()
+    row = json.loads(lines[0])
+    if case == "text-number":
+        row["text"] = 7
+    elif case == "outputs-string":
+        row["outputs"] = "0.5"
+    elif case == "ragged":
+        row["inputs"]["token_codes"][0] = [1, 2]
+    elif case == "foreign-input":
+        row["inputs"] = {"input_ids": row["inputs"]["attention_mask"]} | row["inputs"]
+    data = json.loads((folder / "model.onnx.json").read_text())
+    (folder / data["front_end"]["vectors"]).write_text(
+        "\n".join([json.dumps(row), *lines[1:]]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("text-number", 2, "line 1: vector text: 7 is not a string"),
+    ("outputs-string", 2, "line 1: vector outputs: '0.5' is not a list"),
+    ("ragged", 2, "line 1: inputs or outputs are not rectangular"),
+    ("foreign-input", 3, "test vectors failed: tokens equal 56/56, inputs equal 55/56"),
+])
+def test_damaged_vectors_files(good, tmp_path, case, status, message):
+    path = vectors_file(good, tmp_path, case)
+    assert_one_line_error(run("predict", path, "--vectors"), status, message)
+
+
 @pytest.mark.parametrize("args, message", [
     (["onnx", "--opset", "7"], "'--opset': 7 is not in the range 18<=x<=21"),
     (["onnx", "--opset", "99"], "'--opset': 99 is not in the range"),
     (["tflite", "--seq-len", "600"], "'--seq-len'"),
+    (["tflite", "--seq-len", "2"], "'--seq-len'"),
     (["onnx", "--max-chars", "0"], "'--max-chars'"),
     (["onnx", "--quantize", "int3"], "'--quantize'"),
     (["train", "finetune", "--init", "uno-eelbert", "--task", "sentiment", "--out", "m.pt",
@@ -315,3 +366,33 @@ def test_text_that_is_not_utf8_is_refused():
                           text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == \
         "eelbert-export: error: the text b'bad \\xff byte' is not UTF-8 (byte 0xff)", proc.stderr
+
+
+def test_audit_never_replaces_what_it_audits(good, tmp_path):
+    """An artifact found in an audited folder (or its sidecar) is an input even with --force,
+    and two report options naming one file are refused."""
+    before = snapshot(good)
+    for target in (f"{MODEL.stem}.onnx", f"{MODEL.stem}.onnx.json"):
+        result = run("audit", good, "--json", good / target, "--force")
+        assert_one_line_error(result, 2, "is also an input")
+    report = tmp_path / "report"
+    result = run("audit", good, "--json", report, "--markdown", report)
+    assert_one_line_error(result, 2, "is named for two outputs")
+    assert snapshot(good) == before and not report.exists()
+
+
+def test_failed_or_stopped_runs_leave_no_folder_or_baseline(tmp_path):
+    """A refused export leaves no -o folder it created; `all` stopped mid-run leaves neither
+    its baseline checkpoint nor its folder, so the rerun needs no --force."""
+    result = run("onnx", tmp_path / "missing.pt", "-o", tmp_path / "new" / "out")
+    assert_one_line_error(result, 2, "missing.pt")
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "all"
+    proc = cli("all", MODEL, "-o", out, "--format", "onnx", "--data", tmp_path / "none")
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".all-*/*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))

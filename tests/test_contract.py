@@ -42,11 +42,31 @@ def tampered(data):
         "3 labels for 2 logits"
     yield "newer", data | {"sidecar_version": SIDECAR_VERSION + 1}, "upgrade eelbert-export"
     yield "older", {k: v for k, v in data.items() if k != "sidecar_version"}, "export the model"
-    yield "runtime", data | {"conversion": {}}, "conversion.runtime"
+    yield "runtime", data | {"conversion": {}}, "sidecar conversion is incomplete"
     yield "inputs", data | {"inputs": data["inputs"][::-1]}, "not the export contract's"
+    yield "no shape", data | {"outputs": [data["outputs"][0] | {"shape": []}]}, "has no shape"
+    yield "max_chars", data | {"max_chars": "20"}, "sidecar max_chars: '20' is not an integer"
+    yield "conversion", data | {"conversion": []}, "sidecar conversion must be a mapping"
+    check = data["verification"]
+    yield "passed", data | {"verification": check | {"passed": False}}, "did not pass"
+    yield "figures", data | {"verification": check | {"cosine": 0.5}}, "did not pass"
+    yield "size", data | {"size": {"bytes": "big", "gzip_bytes": 1}}, "sidecar size bytes"
 
 
-@pytest.mark.parametrize("case", ["no text", "labels", "newer", "older", "runtime", "inputs"])
+CASES = ["no text", "labels", "newer", "older", "runtime", "inputs", "no shape", "max_chars",
+         "conversion", "passed", "figures", "size"]
+
+
+def test_sidecar_written_validates_against_the_schema(onnx_file):
+    from .schema import problems
+
+    assert problems(sidecar(onnx_file)) == []
+    for case, data, _ in tampered(sidecar(onnx_file)):
+        if case in ("max_chars", "conversion", "size", "no text", "older", "runtime"):
+            assert problems(data), case  # the schema refuses what the reader refuses
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_tampered_sidecar_is_refused_in_one_line(onnx_file, tmp_path, case):
     copy = tmp_path / onnx_file.name
     shutil.copy(onnx_file, copy)
@@ -63,7 +83,7 @@ def test_help_and_onnx_predict_do_not_import_torch(onnx_file):
     probe = ("import sys; from eelbert_export.cli import main\n"
              "try: main(sys.argv[1:])\n"
              "except SystemExit as e: assert not e.code, e.code\n"
-             "heavy = {'torch', 'coremltools', 'litert_torch', 'ai_edge_litert'} & "
+             "heavy = {'torch', 'coremltools', 'litert_torch', 'ai_edge_litert', 'executorch'} & "
              "set(sys.modules)\n"
              "assert not heavy, heavy\n")
     for args in (["--help"], ["predict", str(onnx_file), "a fine film"]):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from eelbert_export.embeddings import kind_of
 from eelbert_export.errors import SpecError
 from eelbert_export.hashing import (
     BOW,
@@ -201,7 +202,7 @@ def test_table_ids_equal_reference(spec):
     ids = NgramBuckets(spec)(codes[None])[0].numpy()
     want = bucket_reference(tokens, spec)
     np.testing.assert_array_equal(ids, want)
-    assert ids.dtype == np.int32 and ids.shape == (len(tokens), *spec.stage_shape())
+    assert ids.dtype == np.int32 and ids.shape == (len(tokens), *kind_of(spec).stage_shape(spec))
     assert ids.min() >= 0 and ids.max() <= spec.table
     live = [min(len(t), spec.max_chars) + 2 for t in tokens]  # n-grams of order 1 per token
     assert [int((row[:spec.grams] > 0).all(axis=1).sum()) for row in ids] == live

@@ -8,7 +8,7 @@ from eelbert_export import checkpoint
 from eelbert_export.exporters.base import FORMATS
 from eelbert_export.reports import audit
 
-from .exports import assert_hash_stage_exact, run, sidecar
+from .exports import assert_hash_stage_exact, recomputed, run
 
 VARIANTS = ("uno-eelbert", "uno-eelbert-wide", "uno-eelbert-ngrams")
 
@@ -27,8 +27,7 @@ def test_variant_exports_with_an_exact_hash_stage(models, tmp_path, fmt, name):
     result = run(fmt.name, models / f"{name}.pt", "-o", tmp_path, "--data", tmp_path / "none")
     assert result.exit_code == 0, result.output
     path = tmp_path / f"{name}{fmt.suffix}"
-    check = sidecar(path)["verification"]
-    assert check["passed"] and check["hash_stage"]["bit_exact"] and check["max_abs_diff"] <= 1e-4
+    assert recomputed(path, models / f"{name}.pt")[0] <= 1e-4
     assert_hash_stage_exact(fmt.load(), path, seed=21)
     # The word embedding's trainable parameters (table, projection) are counted where they are.
     want = audit.audit(models / f"{name}.pt")["groups"].get("word embedding", {"values": 0})

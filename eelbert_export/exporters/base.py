@@ -8,7 +8,6 @@ suffix), the one way to pick a format from a path, and the one ``quiet()``. A fo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
 import importlib
 import io
@@ -18,13 +17,13 @@ import shutil
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from eelbert_export.contract import Feeds
+from eelbert_export.contract import Feeds, Size
 from eelbert_export.errors import EelbertError, InputError
 
 CHECKPOINT = ".pt"
@@ -44,9 +43,46 @@ class Tensor:
     nbytes: int
 
 
+OPSETS = (18, 21)  # opset_version the dynamo exporter honours (it writes 18 for anything lower)
+COREML_TARGETS = ("iOS16", "iOS17", "iOS18")
+
+
 @dataclass(frozen=True)
-class OnnxOptions:
-    opset: int = 18
+class ModelFacts:
+    """What an export's options are checked against once the model is read (before any
+    conversion): the tokens its front end produces, its token width, whether it takes pairs."""
+
+    max_length: int
+    max_chars: int | None
+    pairs: bool
+
+
+def cli(help: str, flag: str | None = None, choices: tuple | None = None,
+        range: tuple[int, int] | None = None) -> dict:
+    """A field's command-line option, read by the CLI (``--field-name`` unless ``flag``)."""
+    return {"help": help, "flag": flag, "choices": choices, "range": range}
+
+
+class FormatOptions:
+    """A format's typed options, each field a command-line option (``cli`` metadata). ``check``
+    refuses what is wrong on its face (before the model loads), ``fit`` what does not fit the
+    model; ``max_tokens`` narrows the front end for a format whose artifact takes fewer tokens
+    than the model (a static shape)."""
+
+    def check(self, quantization: str) -> None:
+        """Nothing to refuse by default."""
+
+    def fit(self, facts: ModelFacts) -> None:
+        """Everything fits by default."""
+
+    @property
+    def max_tokens(self) -> int | None:
+        return None
+
+
+@dataclass(frozen=True)
+class OnnxOptions(FormatOptions):
+    opset: int = field(default=18, metadata=cli("ONNX opset.", range=OPSETS))
 
     def check(self, quantization: str) -> None:
         if not OPSETS[0] <= self.opset <= OPSETS[1]:
@@ -55,10 +91,14 @@ class OnnxOptions:
 
 
 @dataclass(frozen=True)
-class CoreMLOptions:
-    deployment_target: str = "iOS18"
-    seq_lens: tuple[int, ...] = (16, 32, 64, 128)  # enumerated shapes, batch 1
-    flexible: bool = False  # a ranged shape instead
+class CoreMLOptions(FormatOptions):
+    deployment_target: str = field(default="iOS18", metadata=cli(
+        "Minimum iOS of the mlprogram.", choices=COREML_TARGETS))
+    seq_lens: tuple[int, ...] = field(default=(16, 32, 64, 128), metadata=cli(
+        "Enumerated sequence lengths, batch 1; repeat the option.", flag="--seq-len",
+        range=(1, 512)))
+    flexible: bool = field(default=False, metadata=cli(
+        "A ranged shape (batch 1-64, any seq) instead of enumerated shapes."))
 
     def check(self, quantization: str) -> None:
         targets = COREML_TARGETS
@@ -74,19 +114,40 @@ class CoreMLOptions:
                              f"{self.deployment_target}): give one --seq-len, --flexible, or "
                              "--deployment-target iOS18")
 
+    def fit(self, facts: ModelFacts) -> None:
+        if not self.flexible and max(self.seq_lens) < facts.max_length:
+            raise InputError(f"--seq-len: the longest length must be at least the model's "
+                             f"{facts.max_length} tokens (got {max(self.seq_lens)})")
+
 
 @dataclass(frozen=True)
-class TFLiteOptions:
-    seq_len: int | None = None  # the static sequence length [default: the model's max_length]
+class TFLiteOptions(FormatOptions):
+    seq_len: int | None = field(default=None, metadata=cli(
+        "Static sequence length [default: the model's max_length]; texts are cut to it.",
+        range=(3, 512)))
 
     def check(self, quantization: str) -> None:
-        if self.seq_len is not None and self.seq_len < 1:
-            raise InputError(f"--seq-len must be positive, got {self.seq_len}")
+        if self.seq_len is not None and self.seq_len < 3:
+            raise InputError(f"--seq-len must be at least 3 ([CLS], a token, [SEP]), got "
+                             f"{self.seq_len}")
+
+    def fit(self, facts: ModelFacts) -> None:
+        if self.seq_len is not None and self.seq_len > facts.max_length:
+            raise InputError(f"--seq-len {self.seq_len} is past the model's {facts.max_length} "
+                             "tokens")
+
+    @property
+    def max_tokens(self) -> int | None:
+        """A shorter static length is the artifact's front end: texts are cut to it."""
+        return self.seq_len
 
 
-OPSETS = (18, 21)  # opset_version the dynamo exporter honours (it writes 18 for anything lower)
-COREML_TARGETS = ("iOS16", "iOS17", "iOS18")
-Options = OnnxOptions | CoreMLOptions | TFLiteOptions
+@dataclass(frozen=True)
+class ExecuTorchOptions(FormatOptions):
+    """Nothing to choose: dynamic batch and sequence axes, the XNNPACK delegate."""
+
+
+Options = OnnxOptions | CoreMLOptions | TFLiteOptions | ExecuTorchOptions
 
 
 @dataclass(frozen=True)
@@ -100,15 +161,28 @@ class FormatInfo:
     quantizations: tuple[str, ...]
     options: type
     module: str
-    min_cosine: dict[str, float] = dataclasses.field(default_factory=dict)
+    summary: str  # its export command's help
+    min_cosine: dict[str, float] = field(default_factory=dict)
+    platforms: tuple[str, ...] = ()  # where its runtime runs (platform.system()); () anywhere
 
     def load(self) -> Format:
-        return importlib.import_module(self.module)
+        module = importlib.import_module(self.module)
+        if not isinstance(module, Format):
+            missing = [m for m in protocol_members() if not hasattr(module, m)]
+            raise TypeError(f"{self.module} is not a Format: it lacks {', '.join(missing)}")
+        return module
 
 
+@runtime_checkable
 class Format(Protocol):
-    """What a format module implements. ``conversion(mode)`` names the conversion a mode starts
-    from (modes sharing one are converted once by ``all``)."""
+    """What a format module implements; ``FormatInfo.load`` refuses a module that lacks any of
+    it, and a test checks every registered format's signatures against this one.
+    ``conversion(mode)`` names the conversion a mode starts from (modes sharing one are
+    converted once by ``all``); ``MEMORY_PROBE`` is the code an app's process runs to load and
+    run an artifact (``PATH``, ``FEEDS``: bench's peak-memory probe); ``tensors`` names each
+    stored tensor by the model's parameter where the format can (the audit groups by it)."""
+
+    MEMORY_PROBE: str
 
     def conversion(self, quantization: str) -> str: ...
 
@@ -124,7 +198,7 @@ class Format(Protocol):
     def runner(self, path: Path, threads: int | None = None) -> Callable[[Feeds], np.ndarray]:
         ...
 
-    def hash_runner(self, path: Path) -> Callable[[np.ndarray], np.ndarray]: ...
+    def hash_runner(self, path: Path, spec) -> Callable[[np.ndarray], np.ndarray]: ...
 
     def tensors(self, path: Path) -> list[Tensor]: ...
 
@@ -133,18 +207,29 @@ class Format(Protocol):
         ...
 
 
-
 FORMATS = {info.suffix: info for info in (
     FormatInfo("onnx", ".onnx", False, ("none", "fp16", "int8"), OnnxOptions,
-               "eelbert_export.exporters.onnx"),
+               "eelbert_export.exporters.onnx", "ONNX, verified in onnxruntime."),
     FormatInfo("coreml", ".mlpackage", True,
                ("none", "fp16", "int8", "int4", "palette4", "palette6"), CoreMLOptions,
-               "eelbert_export.exporters.coreml"),
+               "eelbert_export.exporters.coreml", "a Core ML mlprogram (.mlpackage), verified "
+               "by evaluating the converted program (MLModel.predict on macOS).",
+               platforms=("Darwin",)),
     # int8-full quantizes activations too: held to its own stated floor (docs/tflite.md).
     FormatInfo("tflite", ".tflite", False, ("none", "fp16", "int8", "int8-weights", "int8-full"),
-               TFLiteOptions, "eelbert_export.exporters.tflite", {"int8-full": 0.98}),
+               TFLiteOptions, "eelbert_export.exporters.tflite", "TFLite (builtin ops only), "
+               "verified in the LiteRT interpreter.", {"int8-full": 0.98}),
+    FormatInfo("executorch", ".pte", False, ("none", "int8"), ExecuTorchOptions,
+               "eelbert_export.exporters.executorch", "ExecuTorch (.pte, XNNPACK delegate), "
+               "verified in ExecuTorch's runtime."),
 )}
 BY_NAME = {info.name: info for info in FORMATS.values()}
+
+
+def protocol_members() -> list[str]:
+    """The names a format module must define: the ``Format`` protocol's members."""
+    return sorted(n for n in vars(Format) | Format.__annotations__
+                  if not n.startswith("_"))
 
 
 def format_of(path: Path, what: str = "an exported artifact") -> FormatInfo | None:
@@ -202,14 +287,13 @@ def quiet() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def artifact_size(path: Path) -> dict:
+def artifact_size(path: Path) -> Size:
     """Bytes on disk and gzipped (level 9, as a download would be), and a folder's files."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     data = b"".join(p.read_bytes() for p in files)
-    size = {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0))}
-    if path.is_dir():
-        size["files"] = {str(p.relative_to(path)): p.stat().st_size for p in files}
-    return size
+    return Size(len(data), len(gzip.compress(data, compresslevel=9, mtime=0)),
+                {str(p.relative_to(path)): p.stat().st_size for p in files}
+                if path.is_dir() else None)
 
 
 def copy_artifact(source: Path, target: Path) -> None:

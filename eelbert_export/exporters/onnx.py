@@ -20,6 +20,7 @@ from eelbert_export.exporters.base import HASH_SCOPE, OnnxOptions, Tensor, quiet
 
 if TYPE_CHECKING:
     from eelbert_export.exporters.deployable import Deployable
+    from eelbert_export.hashing import HashSpec
 
 HASH_MARK = "/hash"  # suffix of the hash stage's node names
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -27,6 +28,9 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 # table cost as much label agreement as a 16k-weight attention projection while saving under
 # 1 kB, so int8 keeps every weight tensor smaller than this in float.
 MIN_QUANTIZED_WEIGHTS = 4096
+# What an app's process does to load and run an .onnx file (bench's memory probe).
+MEMORY_PROBE = ("import onnxruntime as ort\n"
+                "ort.InferenceSession(PATH, providers=['CPUExecutionProvider']).run(None, FEEDS)\n")
 
 
 def conversion(quantization: str) -> str:
@@ -62,7 +66,7 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
     if opset != options.opset:
         raise VerificationError(f"asked for opset {options.opset}, the exporter wrote {opset}")
     return {"converter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
-            "opset": opset, "dynamic_axes": ["batch", "seq"], "runtime":
+            "opset": opset, "dynamic_axes": "batch, seq", "runtime":
             f"onnxruntime {ort.__version__}"}
 
 
@@ -198,7 +202,7 @@ def runner(path: Path, threads: int | None = None):
     return lambda feeds: sess.run(None, feeds)[0]
 
 
-def hash_runner(path: Path):
+def hash_runner(path: Path, spec: HashSpec):
     """Run the artifact's own hash stage: its subgraph from token_codes to the hash output."""
     with tempfile.TemporaryDirectory() as tmp:
         sub = Path(tmp) / "hash.onnx"

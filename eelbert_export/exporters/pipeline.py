@@ -13,7 +13,13 @@ from pathlib import Path
 from eelbert_export import __version__, checkpoint, contract, front_end
 from eelbert_export.errors import InputError, SpecError, VerificationError
 from eelbert_export.exporters import verify
-from eelbert_export.exporters.base import FormatInfo, Options, artifact_size, copy_artifact
+from eelbert_export.exporters.base import (
+    FormatInfo,
+    ModelFacts,
+    Options,
+    artifact_size,
+    copy_artifact,
+)
 from eelbert_export.exporters.deployable import (
     Deployable,
     resize_hash,
@@ -23,6 +29,7 @@ from eelbert_export.exporters.deployable import (
 from eelbert_export.files import (
     atomic_path,
     check_writable,
+    made_folder,
     os_reason,
     output_folder,
     sha256_file,
@@ -106,11 +113,21 @@ def prepared(request: ExportRequest) -> checkpoint.Checkpoint:
         raise InputError(f"{path}: has an embedding table: --max-chars does not apply")
     if request.max_chars is not None and request.max_chars != ckpt.max_chars:
         resize_hash(ckpt, request.max_chars)
+    options = request.format_options
+    options.fit(ModelFacts(ckpt.text_spec.max_length, ckpt.max_chars, ckpt.pairs))
+    if options.max_tokens is not None and options.max_tokens < ckpt.text_spec.max_length:
+        ckpt.text_spec = dataclasses.replace(ckpt.text_spec, max_length=options.max_tokens)
     trim_positions(ckpt)
     return ckpt
 
 
 def export(request: ExportRequest, memo: Memo | None = None) -> contract.Sidecar:
+    """Export one artifact (``export_in``), leaving no folder it created when it fails."""
+    with made_folder(request.out_dir):
+        return export_in(request, memo)
+
+
+def export_in(request: ExportRequest, memo: Memo | None = None) -> contract.Sidecar:
     """Export one artifact, its sidecar and test vectors, and the front-end files its folder
     shares; returns the sidecar. Raises VerificationError (after writing nothing) when the
     artifact misses its tolerance. With a ``memo``, a conversion or a reference already
@@ -142,20 +159,18 @@ def export(request: ExportRequest, memo: Memo | None = None) -> contract.Sidecar
                     copy_artifact(staged, kept)
                     memo.conversions[key] = (kept, details)
             details = dict(details)
-            if quantized:
-                details |= fmt.quantize(staged, request.quantization, calibration)
+            quantization = fmt.quantize(staged, request.quantization, calibration)["quantization"] \
+                if quantized else None
             fmt.check(staged)
-            details["ops"] = fmt.ops(staged)
-            figures = verify_artifact(request, memo, model_key, staged, ckpt, deployable) \
-                if request.verify else None
-            vectors, vector_figures = verify.vectors(info, staged, ckpt, deployable,
-                                                     request.quantization, request.verify)
-            if figures is not None:
-                figures["vectors"] = vector_figures
-                if not vector_figures["passed"]:
-                    raise VerificationError(f"{request.artifact.name}: "
-                                            f"{front_end.describe_vectors(vector_figures)}")
-            sidecar = make_sidecar(request, ckpt, deployable, staged, details, figures, shared)
+            record = contract.Conversion(
+                converter=details.pop("converter"), runtime=details.pop("runtime"),
+                ops=tuple(fmt.ops(staged)), quantization=quantization,
+                tensor_names=details.pop("tensor_names", {}), details=details)
+            vectors, vector_check = verify.vectors(info, staged, ckpt, deployable,
+                                                   request.verify)
+            check = verify_artifact(request, memo, model_key, staged, ckpt, deployable,
+                                    vector_check) if request.verify else None
+            sidecar = make_sidecar(request, ckpt, deployable, staged, record, check, shared)
             write_unit(request, staged, sidecar, vectors, shared)
     except OSError as e:  # a full disk or a denied write, in the staging folder or the output
         raise InputError(f"cannot write {request.artifact}: {os_reason(e)}") from None
@@ -163,7 +178,8 @@ def export(request: ExportRequest, memo: Memo | None = None) -> contract.Sidecar
 
 
 def verify_artifact(request: ExportRequest, memo: Memo | None, model_key: tuple, staged: Path,
-                    ckpt: checkpoint.Checkpoint, deployable: Deployable) -> dict:
+                    ckpt: checkpoint.Checkpoint, deployable: Deployable,
+                    vectors: contract.VectorsCheck) -> contract.Verification:
     texts = verify.verification_texts(ckpt, request.data_dir)
     ref_key = model_key + (texts[0],)
     reference = memo.references.get(ref_key) if memo is not None else None
@@ -171,11 +187,11 @@ def verify_artifact(request: ExportRequest, memo: Memo | None, model_key: tuple,
         reference = deployable.outputs(verify.encoded(ckpt, deployable, texts[1]))
         if memo is not None:
             memo.references[ref_key] = reference
-    figures = verify.verify(request.format, staged, ckpt, deployable, texts,
-                            request.quantization, reference)
-    if not figures["passed"]:
-        raise VerificationError(f"{request.artifact.name}: {verify.describe_failure(figures)}")
-    return figures
+    check = verify.verify(request.format, staged, ckpt, deployable, texts, request.quantization,
+                          vectors, reference)
+    if not check.passed:
+        raise VerificationError(f"{request.artifact.name}: {check.describe_failure()}")
+    return check
 
 
 def check_shared(path: Path, content: str, force: bool) -> None:
@@ -205,8 +221,8 @@ def write_unit(request: ExportRequest, staged: Path, sidecar: contract.Sidecar,
 
 
 def make_sidecar(request: ExportRequest, ckpt: checkpoint.Checkpoint, deployable: Deployable,
-                 staged: Path, details: dict, figures: dict | None,
-                 shared: dict[str, str]) -> contract.Sidecar:
+                 staged: Path, conversion: contract.Conversion,
+                 check: contract.Verification | None, shared: dict[str, str]) -> contract.Sidecar:
     fixed = request.format.load().fixed_dims(staged)
     batch, seq = fixed.get("batch", "batch"), fixed.get("seq", "seq")
     first = [batch, seq] + ([ckpt.max_chars] if ckpt.hash_spec else [])
@@ -232,5 +248,5 @@ def make_sidecar(request: ExportRequest, ckpt: checkpoint.Checkpoint, deployable
             vectors=front_end.vectors_path(request.artifact).name,
             special_tokens=(CLS, SEP, UNK), max_word_chars=MAX_WORD_CHARS,
             truncation="longest_first" if ckpt.pairs else "from the end"),
-        hash_spec=ckpt.hash_spec, quantization=request.quantization, conversion=details,
-        size=artifact_size(staged), verification=figures)
+        hash_spec=ckpt.hash_spec, quantization=request.quantization, conversion=conversion,
+        size=artifact_size(staged), verification=check)

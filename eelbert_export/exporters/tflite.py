@@ -6,20 +6,21 @@ it needs when called, inside ``quiet()``: absl, oneDNN and torchao announce them
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from eelbert_export.contract import pad_to
+from eelbert_export.embeddings import HASHED, kind_of
 from eelbert_export.errors import InputError, VerificationError
 from eelbert_export.exporters.base import Tensor, TFLiteOptions, quiet
 
 if TYPE_CHECKING:
     from eelbert_export.exporters.deployable import Deployable
-# How litert-torch names the hash stage's tensors: the fixed hash, or the n-gram table's ids.
-HASH_TENSORS = "(HashEmbedding|NgramBuckets)_word"
+    from eelbert_export.hashing import HashSpec
+# How litert-torch names the hash stage's tensors: after the module of each hashed kind.
+HASH_TENSORS = "(" + "|".join(kind.stage_module for kind in HASHED) + ")_word"
 # Left out of int8-full's activation quantization: the hash stage (exactness), the embedding's
 # mean over a token's n-gram rows and its projection (int8 sums of ~120 rows: cosine 0.958,
 # and 98.9% label agreement with the projection quantized), the attention scores (the -10,000
@@ -29,6 +30,16 @@ HASH_TENSORS = "(HashEmbedding|NgramBuckets)_word"
 FLOAT_SCOPES = (HASH_TENSORS, "Encoder_encoder/Embeddings_embeddings;", "SelfAttention_attention;",
                 "serving_default_.*_output")
 WEIGHT_ONLY = "(Embedding_ngrams|Linear_project);"
+# What an app's process does to load and run a .tflite file, row by row at its static length
+# (bench's memory probe).
+MEMORY_PROBE = (
+    "from ai_edge_litert.interpreter import Interpreter\n"
+    "it = Interpreter(model_path=PATH); it.allocate_tensors()\n"
+    "run = it.get_signature_runner()\n"
+    "n = run.get_input_details()['attention_mask']['shape'][1]\n"
+    "for i in range(len(FEEDS['attention_mask'])):\n"
+    "    run(**{k: np.pad(v[i:i + 1, :n], [(0, 0), (0, n - min(n, v.shape[1]))]\n"
+    "                     + [(0, 0)] * (v.ndim - 2)) for k, v in FEEDS.items()})\n")
 
 
 def conversion(quantization: str) -> str:
@@ -45,9 +56,7 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
 
     from eelbert_export.exporters.deployable import Named
 
-    seq = options.seq_len or deployable.max_length
-    if seq > deployable.max_length:
-        raise InputError(f"--seq-len {seq} is past the model's {deployable.max_length} tokens")
+    seq = deployable.max_length  # --seq-len narrowed the front end (FormatOptions.max_tokens)
     shapes = {name: (1, seq) + tuple(value.shape[2:]) for name, value in example.items()}
     kwargs = {name: torch.zeros(shape, dtype=torch.int32) for name, shape in shapes.items()}
     to_tflite(Named.of(deployable), kwargs, path)
@@ -181,22 +190,18 @@ def runner(path: Path, threads: int | None = None):
     return run
 
 
-def hash_runner(path: Path):
+def hash_runner(path: Path, spec: HashSpec):
     """The artifact's own hash stage: the interpreter keeps every intermediate tensor, and the
-    hash output is the concatenation of its n-gram orders: the widest float tensor [1, seq,
-    width] named inside the fixed hash, or the int32 ids [1, seq, slots, probes] with the most
-    slots inside an n-gram table's id stage."""
+    hash output is the one tensor named inside the stage's module with the kind's dtype and
+    output shape [1, seq, ...] (the concatenation of its n-gram orders)."""
+    kind = kind_of(spec)
     it = interpreter(path, keep_tensors=True)
     runner_ = it.get_signature_runner()
     shapes = input_shapes(path)
     seq = shapes["attention_mask"][1]
-    named = [t for t in it.get_tensor_details() if re.search(HASH_TENSORS, t["name"])
-             and len(t["shape"]) > 2 and t["shape"][1] == seq]
-    ids = [t for t in named if "NgramBuckets" in t["name"] and t["dtype"] == np.int32
-           and len(t["shape"]) == 4]
-    stage = ids or [t for t in named if t["dtype"] == np.float32 and len(t["shape"]) == 3]
-    width = max((t["shape"][2] for t in stage), default=0)
-    outputs = [t for t in stage if t["shape"][2] == width]
+    want = [1, seq, *kind.stage_shape(spec)]
+    outputs = [t for t in it.get_tensor_details() if kind.stage_module in t["name"]
+               and list(t["shape"]) == want and np.dtype(t["dtype"]) == kind.stage_dtype]
     if len(outputs) != 1:
         raise VerificationError(f"{path.name}: cannot find the hash stage's output "
                                 f"({len(outputs)} candidates)")

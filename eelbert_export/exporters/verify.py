@@ -4,20 +4,18 @@ its hash stage bit for bit against the Python-integer reference."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from eelbert_export import checkpoint, contract, front_end
+from eelbert_export.embeddings import stage_reference
 from eelbert_export.errors import InputError
 from eelbert_export.exporters.base import Format, FormatInfo
 from eelbert_export.exporters.deployable import SAMPLE_TEXTS, Deployable
-from eelbert_export.hashing import stage_reference, token_codes
+from eelbert_export.hashing import token_codes
 from eelbert_export.tasks import TASKS, Examples, batches, examples, load_task
-
-FLOAT_LOGIT_TOLERANCE = 1e-4
-MIN_LABEL_AGREEMENT = 0.99
-MIN_COSINE = 0.999
 
 
 def task_rows(ckpt: checkpoint.Checkpoint, data_dir: Path | None, split: str) -> list | None:
@@ -65,48 +63,50 @@ def encoded(ckpt: checkpoint.Checkpoint, deployable: Deployable,
             for chunk, pairs in batches(data)]
 
 
-def compare(reference: np.ndarray, artifact: np.ndarray, exact: bool,
-            labels: np.ndarray | None, min_cosine: float = MIN_COSINE) -> dict:
-    """Figures of artifact vs PyTorch, and whether they meet the tolerance for the precision."""
+def compare(reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray | None) -> dict:
+    """Figures of artifact vs PyTorch: differences, mean cosine, label agreement, accuracies."""
     diff = np.abs(reference - artifact)
     ref, art = reference.reshape(len(reference), -1), artifact.reshape(len(artifact), -1)
     cosine = float(np.mean(np.sum(ref * art, 1) / np.maximum(
         np.linalg.norm(ref, axis=1) * np.linalg.norm(art, axis=1), 1e-12)))
-    agreement = float(np.mean(reference.argmax(-1) == artifact.argmax(-1)))
-    figures = {"max_abs_diff": float(diff.max(initial=0.0)),
+    figures = {"max_abs_diff": float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0)),
                "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
-               "cosine": cosine, "label_agreement": agreement}
+               "cosine": cosine,
+               "label_agreement": float(np.mean(reference.argmax(-1) == artifact.argmax(-1)))}
     if labels is not None and reference.ndim == 2:
         figures["accuracy_pytorch"] = float(np.mean(reference.argmax(1) == labels))
         figures["accuracy_artifact"] = float(np.mean(artifact.argmax(1) == labels))
-    if exact:
-        figures["tolerance"] = f"max_abs_diff <= {FLOAT_LOGIT_TOLERANCE}"
-        figures["passed"] = figures["max_abs_diff"] <= FLOAT_LOGIT_TOLERANCE
-    else:
-        figures["tolerance"] = (f"label_agreement >= {MIN_LABEL_AGREEMENT}, cosine >= "
-                                f"{min_cosine}")
-        figures["passed"] = agreement >= MIN_LABEL_AGREEMENT and cosine >= min_cosine
     return figures
 
 
-def verify_hash(fmt: Format, path: Path, ckpt: checkpoint.Checkpoint) -> dict:
+def tolerance(info: FormatInfo, quantization: str) -> contract.Tolerance:
+    """The float tolerance for an unquantized artifact; the format's own cosine floor for a
+    lossy mode where it states one."""
+    if quantization == "none":
+        return contract.Tolerance(exact=True)
+    return contract.Tolerance(exact=False, min_cosine=info.min_cosine.get(
+        quantization, contract.Tolerance.min_cosine))
+
+
+def verify_hash(fmt: Format, path: Path, ckpt: checkpoint.Checkpoint) -> contract.HashStageCheck:
     """The artifact's own hash stage on adversarial tokens vs the Python-integer reference."""
     tokens = [t for text in SAMPLE_TEXTS for t in text.split()][:48] + \
         ["", "[CLS]", "[SEP]", "##ing", "x" * 40, "\U0010FFFF", "ß"]
     spec = ckpt.hash_spec
     codes = token_codes(tokens, spec.max_chars)[None]
-    got = fmt.hash_runner(path)(codes)[0]
+    got = np.asarray(fmt.hash_runner(path, spec)(codes))[0]
     want = stage_reference(tokens, spec)
-    equal = bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
-    return {"tokens": len(tokens), "bit_exact": equal,
-            "mismatched_values": int((got.view(np.uint32) != want.view(np.uint32)).sum())}
+    if got.shape != want.shape or got.dtype.itemsize != 4:
+        return contract.HashStageCheck(len(tokens), False, int(want.size))
+    differ = int((got.view(np.uint32) != want.view(np.uint32)).sum())
+    return contract.HashStageCheck(len(tokens), differ == 0, differ)
 
 
 def verify(info: FormatInfo, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable,
-           texts: tuple[str, Examples], quantization: str,
-           reference: np.ndarray | None = None) -> dict:
-    """The figures of the artifact at ``path`` against PyTorch (``reference``: its outputs on
-    ``texts`` when already computed)."""
+           texts: tuple[str, Examples], quantization: str, vectors: contract.VectorsCheck,
+           reference: np.ndarray | None = None) -> contract.Verification:
+    """The artifact at ``path`` against PyTorch (``reference``: its outputs on ``texts`` when
+    already computed), judged by the contract's one pass rule."""
     fmt = info.load()
     run = fmt.runner(path)
     source, data = texts
@@ -114,34 +114,34 @@ def verify(info: FormatInfo, path: Path, ckpt: checkpoint.Checkpoint, deployable
     artifact = np.concatenate([run(batch) for batch in inputs])
     if reference is None:
         reference = deployable.outputs(inputs)
-    min_cosine = info.min_cosine.get(quantization, MIN_COSINE)
-    figures = compare(reference, artifact, quantization == "none", data.labels, min_cosine)
-    figures["texts"] = source
-    if deployable.hashed:
-        figures["hash_stage"] = verify_hash(fmt, path, ckpt)
-        figures["passed"] = figures["passed"] and figures["hash_stage"]["bit_exact"]
-    return figures
+    figures = compare(reference, artifact, data.labels)
+    rule = tolerance(info, quantization)
+    stage = verify_hash(fmt, path, ckpt) if deployable.hashed else None
+    passed = contract.Verification.judge(rule, figures["max_abs_diff"],
+                                         figures["label_agreement"], figures["cosine"], stage,
+                                         vectors)
+    return contract.Verification(texts=source, tolerance=rule, passed=passed, hash_stage=stage,
+                                 vectors=vectors, **figures)
 
 
 def vectors(info: FormatInfo, path: Path, ckpt: checkpoint.Checkpoint, deployable: Deployable,
-            quantization: str, against_pytorch: bool) -> tuple[list[front_end.Vector], dict]:
+            against_pytorch: bool) -> tuple[list[front_end.Vector], contract.VectorsCheck]:
     """The test vectors of the artifact (its own outputs, batch 1), checked as an app meets
-    them, and their figures against PyTorch: held to the float tolerance for an unquantized
-    artifact; recorded only for a lossy one (its floors hold on the dev split, not on 60
-    adversarial texts)."""
+    them, and their figures against PyTorch (held to the float tolerance for an unquantized
+    artifact by the pass rule; recorded only for a lossy one, whose floors hold on the dev
+    split, not on 60 adversarial texts)."""
     encoder = ckpt.text_encoder()
     run = info.load().runner(path)
     items = front_end.encoded(encoder, deployable.input_names, ckpt.pairs)
     outputs = [run(row) for _, row in items]
     made = front_end.make_vectors(items, outputs, encoder)
-    figures = front_end.check(made, encoder, deployable.input_names, run)
+    check = front_end.check(made, encoder, deployable.input_names, run)
     if against_pytorch:
         reference = [deployable.outputs([row]) for _, row in items]
-        vs = compare(flat(reference), flat(outputs), True, None)
-        figures["pytorch"] = {k: vs[k] for k in ("max_abs_diff", "cosine", "label_agreement")}
-        if quantization == "none":
-            figures["passed"] = figures["passed"] and vs["passed"]
-    return made, figures
+        vs = compare(flat(reference), flat(outputs), None)
+        check = dataclasses.replace(check, pytorch=contract.Agreement(
+            vs["max_abs_diff"], vs["cosine"], vs["label_agreement"]))
+    return made, check
 
 
 def flat(rows: list[np.ndarray]) -> np.ndarray:
@@ -149,14 +149,3 @@ def flat(rows: list[np.ndarray]) -> np.ndarray:
     if rows[0].ndim == 2:
         return np.concatenate(rows)
     return np.concatenate([r.reshape(1, -1) for r in rows], axis=1)
-
-
-def describe_failure(figures: dict) -> str:
-    parts = [f"max |diff| {figures['max_abs_diff']:.2e}", f"cosine {figures['cosine']:.5f}",
-             f"label agreement {100 * figures['label_agreement']:.2f}%"]
-    stage = figures.get("hash_stage")  # table models have none
-    if stage and not stage["bit_exact"]:
-        parts.append(f"hash stage not bit-exact ({stage['mismatched_values']} "
-                     "values differ)")
-    return f"verification failed ({figures['tolerance']}): " + ", ".join(parts)
-

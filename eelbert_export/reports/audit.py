@@ -89,15 +89,15 @@ def audit(path: Path) -> dict:
         group["tensors"] += 1
         group["dtypes"].add(tensor.dtype)
     weights = sum(g["bytes"] for g in groups.values())
-    if weights > sizes["bytes"]:
+    if weights > sizes.bytes:
         raise InputError(f"{path}: its tensors ({weights:,} bytes) exceed the file "
-                         f"({sizes['bytes']:,} bytes): the audit cannot reconcile it")
+                         f"({sizes.bytes:,} bytes): the audit cannot reconcile it")
     order = [g for g, _ in GROUPS] + [OTHER, SHAPES]
-    return {"artifact": path.name, "path": str(path), "bytes": sizes["bytes"],
-            "gzip_bytes": sizes["gzip_bytes"],
+    return {"artifact": path.name, "path": str(path), "bytes": sizes.bytes,
+            "gzip_bytes": sizes.gzip_bytes,
             "groups": {name: groups[name] | {"dtypes": sorted(groups[name]["dtypes"])}
                        for name in order if name in groups},
-            "weight_bytes": weights, "container_bytes": sizes["bytes"] - weights}
+            "weight_bytes": weights, "container_bytes": sizes.bytes - weights}
 
 
 def budgets(pyproject: Path = Path("pyproject.toml")) -> dict[str, int]:

@@ -29,6 +29,7 @@ from eelbert_export.text import TextEncoder
 from eelbert_export.zoo import models_dir
 
 WARMUP = 5
+PLATFORMS = {"Darwin": "macOS"}  # platform.system() -> the name users know
 HASH_COST_TARGET = 1.3  # issue 8: end-to-end at most 1.3x the same model with a table
 TEXT = SAMPLE_TEXTS[10]  # real words, long enough to fill 128 tokens
 
@@ -37,8 +38,9 @@ def check(path: Path, seq: int) -> None:
     """Refuse what cannot be timed here before any timing starts: a format this machine cannot
     run, a file its runtime cannot open, a sequence longer than it takes."""
     info = format_of(path, "an artifact to time")
-    if info is BY_NAME["coreml"] and platform.system() != "Darwin":
-        raise InputError(f"{path.name}: Core ML runs only on macOS; time it there (on Linux "
+    if info is not None and info.platforms and platform.system() not in info.platforms:
+        where = ", ".join(PLATFORMS.get(p, p) for p in info.platforms)
+        raise InputError(f"{path.name}: {info.name} runs only on {where}; time it there (here "
                          "its program is checked by an evaluator, not a runtime)")
     predictor = load_predictor(path, 1)
     predictor.logits([(TEXT, TEXT if "token_type_ids" in predictor.input_names else None)])
@@ -81,23 +83,10 @@ def interleaved(jobs: list[tuple], runs: int) -> list[np.ndarray]:
     return [np.array(t) for t in times]
 
 
-# What an app's process does to load and run an artifact: only the runtime is imported.
-PROBES = {
-    ".onnx": "import onnxruntime as ort\n"
-             "ort.InferenceSession(PATH, providers=['CPUExecutionProvider']).run(None, FEEDS)\n",
-    ".tflite": "from ai_edge_litert.interpreter import Interpreter\n"
-               "it = Interpreter(model_path=PATH); it.allocate_tensors()\n"
-               "run = it.get_signature_runner()\n"
-               "n = run.get_input_details()['attention_mask']['shape'][1]\n"
-               "for i in range(len(FEEDS['attention_mask'])):\n"
-               "    run(**{k: np.pad(v[i:i + 1, :n], [(0, 0), (0, n - min(n, v.shape[1]))]\n"
-               "                     + [(0, 0)] * (v.ndim - 2)) for k, v in FEEDS.items()})\n",
-    ".pt": "from pathlib import Path\n"
-           "from eelbert_export.predict import load_predictor\n"
-           "load_predictor(Path(PATH)).run(FEEDS)\n",
-}
-# macOS only: MLModel.predict through predict's runner.
-PROBES[BY_NAME["coreml"].suffix] = PROBES[".pt"]
+# What a process does to load and run a checkpoint (artifacts: their format's MEMORY_PROBE).
+CHECKPOINT_PROBE = ("from pathlib import Path\n"
+                    "from eelbert_export.predict import load_predictor\n"
+                    "load_predictor(Path(PATH)).run(FEEDS)\n")
 
 
 # The process's own peak in kB: VmHWM belongs to the memory map that exec created, while
@@ -112,6 +101,11 @@ except OSError:
 """
 
 
+def probe(path: Path) -> str:
+    info = format_of(path, "an artifact to time")
+    return CHECKPOINT_PROBE if info is None else info.load().MEMORY_PROBE
+
+
 def peak_memory(path: Path, feeds_: dict[str, np.ndarray]) -> float:
     """MB of peak resident memory of a fresh process that imports the runtime, loads ``path``
     and runs one batch, as an app's process would."""
@@ -119,7 +113,7 @@ def peak_memory(path: Path, feeds_: dict[str, np.ndarray]) -> float:
         np.savez(Path(tmp) / "feeds.npz", **feeds_)
         code = (f"import numpy as np\nPATH = {str(path)!r}\n"
                 f"FEEDS = dict(np.load({str(Path(tmp) / 'feeds.npz')!r}))\n"
-                + PROBES[path.suffix] + HIGH_WATER)
+                + probe(path) + HIGH_WATER)
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if done.returncode != 0:
         raise InputError(f"{path.name}: the memory probe failed: "

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from eelbert_export import checkpoint
+from eelbert_export.embeddings import kind_of
 from eelbert_export.errors import InputError
 from eelbert_export.model import BASELINE
 from eelbert_export.reports.summary import summarize
@@ -33,12 +34,7 @@ RUN_NAME = re.compile(r"(?P<row>.+)\.(?P<task>[a-z-]+)\.lr(?P<lr>[0-9.e-]+)\.s(?
 
 
 def embedding(ckpt: checkpoint.Checkpoint) -> str:
-    spec = ckpt.hash_spec
-    if spec is None:
-        return "embedding table"
-    if spec.table:
-        return f"n-gram table embedding ({spec.table:,} rows x {spec.dim}, hashed)"
-    return f"fixed hash embedding ({spec.dim} dims)"
+    return kind_of(ckpt.hash_spec).describe(ckpt.hash_spec)
 
 
 def training_report(provenance: dict) -> dict:
@@ -182,7 +178,7 @@ def comparison(runs: Path, data_dir: Path, timing_runs: int = 200,
                 sidecar = pipeline.export(pipeline.ExportRequest(
                     BY_NAME["onnx"], main, Path(tmp), mode, verify=False, data_dir=None,
                     force=True))
-                results[f"onnx_{mode}_bytes"] = sidecar.size["bytes"]
+                results[f"onnx_{mode}_bytes"] = sidecar.size.bytes
             run, feeds_for, _ = bench.load(Path(tmp) / f"{main.stem}.onnx", 1)
             jobs.append((run, feeds_for(1, 128)))
         for results, times in zip(rows.values(), bench.interleaved(jobs, timing_runs)):

@@ -5,6 +5,7 @@ everything, written as size.md, size.json and size.png."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import tempfile
 import time
@@ -17,7 +18,13 @@ from eelbert_export import checkpoint
 from eelbert_export.errors import InputError, VerificationError
 from eelbert_export.exporters import pipeline
 from eelbert_export.exporters.base import FORMATS
-from eelbert_export.files import output_folder, write_json, write_text
+from eelbert_export.files import (
+    atomic_path,
+    made_folder,
+    output_folder,
+    write_json,
+    write_text,
+)
 from eelbert_export.model import BASELINE, ModelConfig, named_configs
 from eelbert_export.reports import audit
 
@@ -54,22 +61,28 @@ def export_all(model_path: Path, out_dir: Path, data_dir: Path | None, force: bo
     if unknown:
         raise InputError(f"--allow-refusal {unknown[0]}: not a format:mode (one of "
                          f"{', '.join(sorted(known))})")
-    output_folder(out_dir)
+    with made_folder(out_dir):
+        return exports(model_path, out_dir, data_dir, force, allowed, jobs(formats))
+
+
+def exports(model_path: Path, out_dir: Path, data_dir: Path | None, force: bool,
+            allowed: set[str], todo: list[tuple]) -> dict:
+    """The exports of ``export_all`` and their audit. The baseline checkpoint is made in the
+    staging folder and kept beside its artifacts only when the run completes."""
     ckpt = checkpoint.load(model_path)
     base_dir = out_dir / "baseline"
-    base_dir.mkdir(exist_ok=True)
     base_path = base_dir / f"{BASELINE}.pt"
     if base_path.exists() and not force:
         raise InputError(f"{base_path} exists (use --force to overwrite)")
-    table_checkpoint(ckpt, named_configs()[BASELINE], base_path)
     results = {"model": str(model_path), "exports": [], "refused": [], "failed": [],
                "seconds": []}
-    todo = jobs(formats)
     bar = tqdm(total=2 * len(todo), desc="export", unit="artifact", file=sys.stderr,
                dynamic_ncols=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".all-") as work:
+        staged = Path(work) / base_path.name
+        table_checkpoint(ckpt, named_configs()[BASELINE], staged)
         memo = pipeline.Memo(Path(work))
-        for source, folder, verify in ((model_path, out_dir, True), (base_path, base_dir, False)):
+        for source, folder, verify in ((model_path, out_dir, True), (staged, base_dir, False)):
             for fmt, mode in todo:
                 bar.set_postfix_str(f"{source.stem} {fmt.name} {mode}")
                 start = time.perf_counter()
@@ -88,7 +101,10 @@ def export_all(model_path: Path, out_dir: Path, data_dir: Path | None, force: bo
                                            "verified": verify,
                                            "seconds": round(time.perf_counter() - start, 1)})
                 bar.update()
-    bar.close()
+        bar.close()
+        output_folder(base_dir)
+        with atomic_path(base_path) as tmp:
+            shutil.copy2(staged, tmp)
     artifacts = [model_path] + [out_dir / s["artifact"] for s in results["exports"]]
     results["reports"] = audit.run(artifacts, baseline=[base_dir])
     return results

@@ -24,6 +24,7 @@ from eelbert_export.exporters.base import CoreMLOptions, Tensor, quiet
 
 if TYPE_CHECKING:
     from eelbert_export.exporters.deployable import Deployable
+    from eelbert_export.hashing import HashSpec
 
 # The matrices the 4- and 6-bit modes compress (docs/coreml.md), by module, and as the
 # converted program names their weights.
@@ -42,6 +43,11 @@ ALLOWED_OPS = frozenset({
     "select", "shape", "slice_by_index", "softmax", "sub", "tanh", "transpose"})
 STORAGE_OPS = frozenset({"const", "constexpr_affine_dequantize", "constexpr_blockwise_shift_scale",
                          "constexpr_lut_to_dense"})  # weight storage, may hold int4/int8/uint8
+# What an app's process runs (bench's memory probe; macOS only): MLModel.predict through
+# predict's runner.
+MEMORY_PROBE = ("from pathlib import Path\n"
+                "from eelbert_export.predict import load_predictor\n"
+                "load_predictor(Path(PATH)).run(FEEDS)\n")
 COMPUTE_DTYPES = frozenset({"int32", "fp32", "fp16", "bool", "string"})
 
 
@@ -61,9 +67,6 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
     target, flexible = options.deployment_target, options.flexible
     seq_lens = tuple(sorted(set(options.seq_lens)))
     max_length, max_chars = deployable.max_length, example[deployable.input_names[0]].shape[-1]
-    if not flexible and seq_lens[-1] < max_length:
-        raise InputError(f"--seq-len: the longest length must be at least the model's "
-                         f"{max_length} tokens (got {seq_lens[-1]})")
     if conversion == GPTQ_INT4:
         deployable = gptq.gptq_int4(deployable, calibration)
     exported = program.exported_program(deployable, example)
@@ -275,7 +278,7 @@ def allowed_lengths(spec) -> list[int] | None:
     return [array.shape[1]]
 
 
-def hash_runner(path: Path):
+def hash_runner(path: Path, spec: HashSpec):
     """The package's own hash stage: its ops up to the hash output, evaluated in the dtypes the
     program declares (the Core ML runtime cannot run a sub-graph, even on macOS)."""
     from eelbert_export.exporters.coreml import mil
