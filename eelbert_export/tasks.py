@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from eelbert_export.errors import InputError
-from eelbert_export.files import read_csv, sha256_file
+from eelbert_export.files import read_csv, read_text, sha256_file
 
 # The prepared tasks and their label names (label i is logit i).
 TASKS = {"sentiment": ["rotten", "fresh"], "boolq": ["false", "true"], "sms-spam": ["ham", "spam"]}
@@ -81,7 +81,22 @@ def read_split(data_dir: Path, task: str, split: str) -> list[dict]:
     if not path.is_file():
         raise InputError(f"{path} is missing: run `eelbert-export data prepare --out "
                          f"{data_dir}` first")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows = []
+    rebuild = f"rebuild it with `eelbert-export data prepare --out {data_dir}`"
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(f"{path} line {number}: not JSON (truncated?); {rebuild}") from None
+        bad = not isinstance(row, dict) or not isinstance(row.get("text"), str) or \
+            row.get("label") not in TASKS[task] or \
+            (task in PAIR_TASKS) != isinstance(row.get("text_b"), str)
+        if bad:
+            raise InputError(f"{path} line {number}: not a {task} row (text"
+                             f"{', text_b' if task in PAIR_TASKS else ''}, label one of "
+                             f"{', '.join(TASKS[task])}); {rebuild}")
+        rows.append(row)
+    return rows
 
 
 @dataclass

@@ -396,3 +396,33 @@ def test_failed_or_stopped_runs_leave_no_folder_or_baseline(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ('{"text": "cut sho', "dev.jsonl line 3: not JSON (truncated?)"),
+    ('{"text": "no label"}', "dev.jsonl line 3: not a sentiment row"),
+])
+@pytest.mark.parametrize("command", ["evaluate", "onnx"])
+def test_damaged_prepared_data(tmp_path, damage, message, command):
+    """Prepared splits damaged by hand or a cut copy: one line naming the file and line, and
+    how to rebuild it; verification never falls back to the sample over damaged data."""
+    folder = tmp_path / "data" / "tasks" / "sentiment"
+    folder.mkdir(parents=True)
+    good_rows = [json.dumps({"text": f"a fine film {i}", "label": ("rotten", "fresh")[i % 2]})
+                 for i in range(4)]
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text("\n".join(good_rows) + "\n")
+    (folder / "dev.jsonl").write_text("\n".join(good_rows[:2] + [damage]) + "\n")
+    args = ["evaluate", MODEL, "--task", "sentiment", "--split", "dev"] if command == "evaluate" \
+        else ["onnx", MODEL, "-o", tmp_path / "out"]
+    result = run(*args, "--data", tmp_path / "data")
+    assert_one_line_error(result, 2, message)
+    assert "data prepare" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_budgets_out_of_range_or_malformed(good, tmp_path, monkeypatch):
+    result = run("audit", good, "--budget", "1" * 400)
+    assert_one_line_error(result, 2, "not a size")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[tool.eelbert-export]\nbudgets = ["1.2MB"]\n')
+    assert_one_line_error(run("audit", good), 2, "must map artifact globs to sizes")

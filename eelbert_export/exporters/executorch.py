@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from eelbert_export.contract import TensorInfo, read_sidecar
+from eelbert_export.contract import TensorInfo, read_sidecar, sidecar_path
 from eelbert_export.embeddings import kind_of
 from eelbert_export.errors import VerificationError
 from eelbert_export.exporters.base import HASH_SCOPE, ExecuTorchOptions, Tensor, quiet
@@ -58,7 +58,7 @@ def convert(deployable: Deployable, example: dict[str, np.ndarray], path: Path,
     with quiet():
         program = torch.export.export(deployable, args, dynamic_shapes=dynamic, strict=False)
         if conversion == "int8":
-            program = int8_dynamic(program, args, dynamic, calibration)
+            program = int8_dynamic(program, args, dynamic)
         names = blob_names(program)
         lowered = to_edge_transform_and_lower(program, partitioner=[outside_hash_stage()])
         buffer = lowered.to_executorch().buffer
@@ -92,11 +92,11 @@ def outside_hash_stage():
     return OutsideHashStage()
 
 
-def int8_dynamic(program, args: tuple, dynamic: tuple, calibration: list):
+def int8_dynamic(program, args: tuple, dynamic: tuple):
     """XNNPACK's dynamic int8: per-channel symmetric int8 weights for every linear layer,
     activations quantized per run; the integer hash stage and the embeddings stay as they
-    are. Dynamic quantization has no activation ranges to calibrate, so one pass over the
-    calibration texts only exercises the prepared graph."""
+    are. Dynamic quantization has no activation ranges to calibrate: one pass of the tracing
+    example runs the prepared graph's observers."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -115,8 +115,7 @@ def int8_dynamic(program, args: tuple, dynamic: tuple, calibration: list):
     quantizer = LinearOnly().set_module_type(
         torch.nn.Linear, get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
     prepared = prepare_pt2e(program.module(), quantizer)
-    for feeds in calibration[:8] or [dict(zip(range(len(args)), args))]:
-        prepared(*(torch.as_tensor(v) for v in feeds.values()))
+    prepared(*args)
     return torch.export.export(convert_pt2e(prepared), args, dynamic_shapes=dynamic,
                                strict=False)
 
@@ -167,24 +166,18 @@ def quantize(path: Path, mode: str, calibration: list[dict[str, np.ndarray]]) ->
 
 
 def check(path: Path) -> None:
-    """The program loads in the runtime, and takes the contract's int32 inputs and gives a
+    """The program loads in the runtime, takes the contract's int32 inputs and gives one
     float32 output."""
-    import torch
+    with quiet():
+        from executorch.exir.scalar_type import ScalarType
 
     meta = method(path)[0].metadata
-    wrong = [f"input {i} is {meta.input_tensor_meta(i).dtype()}" for i in range(meta.num_inputs())
-             if meta.input_tensor_meta(i).dtype() != scalar_type(torch.int32)]
-    wrong += [f"output is {meta.output_tensor_meta(0).dtype()}"]
-    if meta.output_tensor_meta(0).dtype() == scalar_type(torch.float32):
-        wrong.pop()
-    if wrong or meta.num_outputs() != 1:
+    wrong = [f"input {i} is not int32" for i in range(meta.num_inputs())
+             if meta.input_tensor_meta(i).dtype() != ScalarType.INT]
+    if meta.num_outputs() != 1 or meta.output_tensor_meta(0).dtype() != ScalarType.FLOAT:
+        wrong.append("its output is not one float32 tensor")
+    if wrong:
         raise VerificationError(f"{path.name}: breaks the I/O contract: {', '.join(wrong)}")
-
-
-def scalar_type(dtype) -> int:
-    from executorch.exir.scalar_type import ScalarType
-
-    return {"torch.int32": ScalarType.INT, "torch.float32": ScalarType.FLOAT}[str(dtype)]
 
 
 def method(path: Path, debug_buffer: int = 0):
@@ -218,9 +211,10 @@ def runner(path: Path, threads: int | None = None):
     import torch
 
     if threads:
-        from executorch.extension.pybindings import portable_lib
+        with quiet():  # torchao and the runtime announce themselves on descriptor 2
+            from executorch.extension.pybindings import portable_lib
 
-        portable_lib._unsafe_reset_threadpool(threads)
+            portable_lib._unsafe_reset_threadpool(threads)
     run_method = method(path)[0]
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -230,10 +224,6 @@ def runner(path: Path, threads: int | None = None):
                                 for v in feeds.values()])[0].numpy()
             for i in range(0, rows, MAX_BATCH)])
     return run
-
-
-def sidecar_exists(path: Path) -> bool:
-    return path.with_name(path.name + ".json").is_file()
 
 
 def hash_runner(path: Path, spec: HashSpec):
@@ -294,7 +284,8 @@ def tensors(path: Path) -> list[Tensor]:
         from executorch.exir._serialize._program import deserialize_pte_binary
 
     pte = deserialize_pte_binary(path.read_bytes())
-    names = read_sidecar(path).conversion.tensor_names if sidecar_exists(path) else {}
+    names = read_sidecar(path).conversion.tensor_names if sidecar_path(path).is_file() \
+        else {}
     blobs = [(key, bytes(pte.named_data.buffers[entry.buffer_index]))
              for key, entry in (pte.named_data.pte_data.items() if pte.named_data else ())]
     blobs += [(hashlib.sha256(bytes(b.storage)).hexdigest(), bytes(b.storage))

@@ -11,7 +11,6 @@ import numpy as np
 
 from eelbert_export import checkpoint, contract, front_end
 from eelbert_export.embeddings import stage_reference
-from eelbert_export.errors import InputError
 from eelbert_export.exporters.base import Format, FormatInfo
 from eelbert_export.exporters.deployable import SAMPLE_TEXTS, Deployable
 from eelbert_export.hashing import token_codes
@@ -19,14 +18,12 @@ from eelbert_export.tasks import TASKS, Examples, batches, examples, load_task
 
 
 def task_rows(ckpt: checkpoint.Checkpoint, data_dir: Path | None, split: str) -> list | None:
-    """The model's task split when it is prepared in ``data_dir``, else None."""
+    """The model's task split when it is prepared in ``data_dir``, else None; prepared data
+    that is damaged is refused, never silently replaced by the sample."""
     task = ckpt.provenance.get("task")
-    if data_dir is None or task not in TASKS:
+    if data_dir is None or task not in TASKS or not (data_dir / "tasks" / task).is_dir():
         return None
-    try:
-        return load_task(task, data_dir).split(split) or None
-    except InputError:
-        return None
+    return load_task(task, data_dir).split(split) or None  # damaged data: one line, exit 2
 
 
 def sample(pairs: bool) -> Examples:

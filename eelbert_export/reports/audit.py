@@ -60,9 +60,10 @@ def group_of(tensor: Tensor) -> str:
 
 def parse_size(text: str | int) -> int:
     """``1.2MB``, ``400kB``, ``250000``: decimal units, as size-limit counts them."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", str(text).lower())
-    if not match:
-        raise InputError(f"not a size: {text!r} (use bytes, or e.g. 400kB, 1.2MB)")
+    match = re.fullmatch(r"\s*(\d{1,15}(?:\.\d{1,6})?)\s*([kmg]i?b|b)?\s*", str(text).lower())
+    if not match or isinstance(text, bool):
+        raise InputError(f"not a size: {str(text)[:40]!r} (use bytes, or e.g. 400kB, 1.2MB; "
+                         "at most 15 digits)")
     return int(round(float(match.group(1)) * UNITS[match.group(2) or "b"]))
 
 
@@ -109,6 +110,9 @@ def budgets(pyproject: Path = Path("pyproject.toml")) -> dict[str, int]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{pyproject}: not valid TOML: {e}") from None
     rules = table.get("tool", {}).get("eelbert-export", {}).get("budgets", {})
+    if not isinstance(rules, dict) or not all(isinstance(v, (str, int)) for v in rules.values()):
+        raise InputError(f"{pyproject}: [tool.eelbert-export.budgets] must map artifact globs "
+                         'to sizes ("name.*" = "1.2MB")')
     return {glob: parse_size(limit) for glob, limit in rules.items()}
 
 
