@@ -23,18 +23,17 @@ class EmbeddingKind:
     stage_module: str | None  # the torch module of the stage in model.py
     reference: Callable[[list[str], HashSpec], np.ndarray] | None
     describe: Callable[[HashSpec | None], str]
-
-    def stage_shape(self, spec: HashSpec) -> tuple[int, ...]:
-        """The stage's output per token: the embedding's values, or the table's row ids."""
-        return (spec.gram_slots, spec.probes) if self.name == NGRAM_TABLE.name else (spec.dim,)
+    # the stage's output per token: the embedding's values, or the table's row ids
+    stage_shape: Callable[[HashSpec], tuple[int, ...]] | None = None
 
 
 FIXED_HASH = EmbeddingKind(
     "fixed-hash", True, "float32", "HashEmbedding", embed_reference,
-    lambda spec: f"fixed hash embedding ({spec.dim} dims)")
+    lambda spec: f"fixed hash embedding ({spec.dim} dims)", lambda spec: (spec.dim,))
 NGRAM_TABLE = EmbeddingKind(
     "ngram-table", True, "int32", "NgramBuckets", bucket_reference,
-    lambda spec: f"n-gram table embedding ({spec.table:,} rows x {spec.dim}, hashed)")
+    lambda spec: f"n-gram table embedding ({spec.table:,} rows x {spec.dim}, hashed)",
+    lambda spec: (spec.gram_slots, spec.probes))
 TABLE = EmbeddingKind("table", False, None, None, None, lambda spec: "embedding table")
 KINDS = {kind.name: kind for kind in (FIXED_HASH, NGRAM_TABLE, TABLE)}
 HASHED = tuple(kind for kind in KINDS.values() if kind.hashed)

@@ -30,7 +30,8 @@ def test_cli_bench_and_audit_come_from_the_registry(info, tmp_path):
     options = {p.name for p in command.params}
     assert {f.name for f in dataclasses.fields(info.options)} <= options
     assert {"quantize", "out_dir", "force"} <= options
-    assert list(command.params[2].type.choices) == list(info.quantizations)  # --quantize
+    quantize = next(p for p in command.params if p.name == "quantize")
+    assert list(quantize.type.choices) == list(info.quantizations)
     assert issubclass(info.options, FormatOptions) and info.suffix in audit.SUFFIXES
     path = tmp_path / f"m{info.suffix}"
     path.mkdir() if info.folder else path.write_bytes(b"")

@@ -163,7 +163,7 @@ class FormatInfo:
     module: str
     summary: str  # its export command's help
     min_cosine: dict[str, float] = field(default_factory=dict)
-    platforms: tuple[str, ...] = ()  # where its runtime runs (platform.system()); () anywhere
+    platforms: tuple[str, ...] = ()  # where bench can time its runtime (platform.system())
 
     def load(self) -> Format:
         module = importlib.import_module(self.module)
