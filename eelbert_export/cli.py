@@ -35,12 +35,25 @@ class Stopped(BaseException):
 
 @contextlib.contextmanager
 def stoppable():
+    """Signals raise Stopped. One raised where Python drops exceptions (a ``__del__``, a
+    callback) is remembered, kept off stderr and raised again when the command returns."""
+    received = []
+
     def stop(signum, frame):
+        received.append(signum)
         raise Stopped(signum)
+
+    def unraisable(report, hook=sys.unraisablehook):
+        if not isinstance(report.exc_value, Stopped):
+            hook(report)
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
+        if received:
+            raise Stopped(received[0])
     finally:
+        sys.unraisablehook = hook
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -658,6 +671,9 @@ def hash_cost(out_dir, runs, json_path, force) -> None:
                            f"lookup (target {timing.HASH_COST_TARGET}x)")
 
 
+PREDICT_BAR_TEXTS = 1000  # predict shows a bar with its rate for this many texts or more
+
+
 @main.command()
 @click.argument("artifact_or_model", required=False, type=click.Path(path_type=Path))
 @click.argument("texts", nargs=-1)
@@ -671,6 +687,7 @@ def predict(artifact_or_model, texts, text_file, as_json, check_vectors) -> None
     """Labels and logits of TEXTS from a .pt (PyTorch) or an exported artifact (its runtime).
     A first argument that names no file and has no model suffix is a text (default model)."""
     import numpy as np
+    from tqdm import tqdm
 
     from eelbert_export import predict as predicting
 
@@ -685,14 +702,16 @@ def predict(artifact_or_model, texts, text_file, as_json, check_vectors) -> None
         return
     items = predicting.read_texts(list(texts), text_file)
     predictor = predicting.load_predictor(model)
-    for (text, pair), logits in zip(items, predictor.logits(items)):
-        label = predictor.labels[int(np.argmax(logits))]
-        if as_json:
-            click.echo(json.dumps({"text": text, **({"text_b": pair} if pair else {}),
-                                   "label": label, "logits": [float(x) for x in logits]},
-                                  ensure_ascii=False))
-        else:
-            click.echo(f"{label}\t{' '.join(f'{x:.4f}' for x in logits)}\t{text}")
+    with tqdm(total=len(items), desc="predict", unit=" texts", file=sys.stderr,
+              disable=len(items) < PREDICT_BAR_TEXTS, dynamic_ncols=True) as bar:
+        for (text, pair), logits in predictor.stream(items, bar.update):
+            label = predictor.labels[int(np.argmax(logits))]
+            if as_json:
+                click.echo(json.dumps({"text": text, **({"text_b": pair} if pair else {}),
+                                       "label": label, "logits": [float(x) for x in logits]},
+                                      ensure_ascii=False))
+            else:
+                click.echo(f"{label}\t{' '.join(f'{x:.4f}' for x in logits)}\t{text}")
 
 
 if __name__ == "__main__":

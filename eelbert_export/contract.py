@@ -12,6 +12,7 @@ The sidecar's JSON Schema is docs/sidecar.schema.json (``make schema``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from eelbert_export.errors import InputError, SpecError
-from eelbert_export.files import COMPANION_LIMIT, read_text
+from eelbert_export.files import COMPANION_LIMIT, artifact_bytes, read_text
 from eelbert_export.hashing import HashSpec
 from eelbert_export.specs import from_fields
 from eelbert_export.text import TextSpec
 
-SIDECAR_VERSION = 3  # 2: the front end's files; 3: typed size, conversion and verification
+SIDECAR_VERSION = 4  # 2: the front end's files; 3: typed size, conversion and verification;
+# 4: the artifact's sha256, so a sidecar copied beside another artifact is refused
 Feeds = dict[str, np.ndarray]  # an artifact's named inputs
 OUTPUTS = {"logits": "logits", "hidden": "last_hidden_state"}  # --output -> the output's name
 
@@ -77,6 +79,12 @@ class FrontEnd:
     max_word_chars: int  # a longer word is one [UNK] token (WordPiece)
     truncation: str
 
+    @property
+    def shared(self) -> dict[str, str]:
+        """The files other artifacts in the folder may share: name -> sha256."""
+        return {self.tables: self.tables_sha256} | \
+            ({self.tokenizer: self.tokenizer_sha256} if self.tokenizer else {})
+
 
 @dataclass(frozen=True)
 class Size:
@@ -84,6 +92,7 @@ class Size:
 
     bytes: int
     gzip_bytes: int
+    sha256: str  # of files.artifact_bytes: the file, or a folder's files in path order
     files: dict[str, int] | None = None  # a folder artifact's (.mlpackage) files
 
 
@@ -288,11 +297,17 @@ def read_sidecar(artifact: Path) -> Sidecar:
     if not path.exists():
         raise InputError(f"{path} is missing: the artifact's sidecar says how to call it")
     try:
-        return Sidecar.from_dict(json.loads(read_text(path, COMPANION_LIMIT)))
+        sidecar = Sidecar.from_dict(json.loads(read_text(path, COMPANION_LIMIT)))
     except json.JSONDecodeError:
         raise InputError(f"{path}: not a valid sidecar (JSON)") from None
     except SpecError as e:
         raise InputError(f"{path}: {e}") from None
+    if artifact.exists() and \
+            hashlib.sha256(artifact_bytes(artifact)).hexdigest() != sidecar.size.sha256:
+        raise InputError(f"{path} is not the sidecar of {artifact.name} (it records another "
+                         f"file's sha256, an export of {sidecar.artifact}): keep each artifact "
+                         "with its own sidecar, or export it again")
+    return sidecar
 
 
 def json_schema() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -54,6 +55,30 @@ def atomic_path(path: Path, force: bool = True, folder: bool = False) -> Iterato
         raise InputError(f"cannot write {path}: {os_reason(e)}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path) -> Iterator[None]:
+    """Hold the folder's exclusive lock, so that writers into one folder commit one at a time
+    and each checks what it may write after the other has written. An flock on the folder
+    itself: it ends with the process, so a killed writer leaves nothing behind."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_temp_folder() -> None:
+    """Converters (torch's compile caches) write to the temporary folder: with none that can be
+    written, refuse before any work instead of failing deep inside them."""
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError:
+        raise InputError(f"no temporary folder can be written (TMPDIR="
+                         f"{os.environ.get('TMPDIR', 'unset')}, /tmp, /var/tmp and the current "
+                         "folder were tried): set TMPDIR to a writable folder") from None
 
 
 def os_reason(e: OSError) -> str:
@@ -146,6 +171,13 @@ def read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[dic
         # line_num counts the lines read before the record that failed
         raise InputError(f"{path}: line {reader.line_num + 1}: not valid CSV ({e})") from None
     return columns, rows
+
+
+def artifact_bytes(path: Path) -> bytes:
+    """An artifact's content: a file's bytes, or a folder's (.mlpackage) files' bytes in sorted
+    path order; what its size, gzip size and sha256 are taken over."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return b"".join(p.read_bytes() for p in files)
 
 
 def sha256_file(path: Path) -> str:

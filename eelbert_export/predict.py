@@ -4,7 +4,7 @@ artifact is run without importing torch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +34,14 @@ class Predictor:
 
 
     def logits(self, items: list[Item]) -> np.ndarray:
+        """Logits in the order of ``items``, run in batches of texts of similar length (each
+        batch is padded to its longest)."""
         takes_pairs = "token_type_ids" in self.input_names
         if not takes_pairs and any(p for _, p in items):
             raise InputError("this model takes one text: text_b given (drop the text_b column)")
-        pairs = [p or "" for _, p in items] if takes_pairs else None
-        data = Examples([t for t, _ in items], pairs, None)
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1] or ""))
+        pairs = [items[i][1] or "" for i in order] if takes_pairs else None
+        data = Examples([items[i][0] for i in order], pairs, None)
         logits = np.concatenate([self.run(feeds(self.encoder.encode(texts, chunk_pairs),
                                                 self.input_names))
                                  for texts, chunk_pairs in batches(data)])
@@ -46,7 +49,16 @@ class Predictor:
             raise InputError(f"{self.path}: the sidecar names {len(self.labels)} labels but the "
                              f"model gives outputs of shape {list(logits.shape[1:])}: export it "
                              "again")
-        return logits
+        return logits[np.argsort(order)]
+
+    def stream(self, items: list[Item], progress: Callable[[int], None] = lambda n: None,
+               window: int = 4096) -> Iterator[tuple[Item, np.ndarray]]:
+        """Each item with its logits, a window at a time, so that a long file's first
+        predictions come out while the rest run; ``progress`` hears each window's size."""
+        for start in range(0, len(items), window):
+            chunk = items[start:start + window]
+            yield from zip(chunk, self.logits(chunk))
+            progress(len(chunk))
 
 
 def load_predictor(path: Path, threads: int | None = None) -> Predictor:

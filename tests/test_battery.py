@@ -4,6 +4,7 @@ line on stderr with the stated exit status, no traceback, and the folder as it w
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -118,6 +119,8 @@ def tamper(good: Path, folder: Path, case: str) -> Path:
         sidecar_file.unlink()
         sidecar_file.symlink_to("/dev/zero")
         return path
+    elif case == "another-artifact":  # a real sidecar, of another file
+        data = json.loads((good / f"{MODEL.stem}.tflite.json").read_text())
     elif case == "tokenizer-broken":  # broken JSON whose sha256 was updated in the sidecar
         text = (folder / "tokenizer.json").read_text()[:-10]
         (folder / "tokenizer.json").write_text(text)
@@ -140,6 +143,8 @@ def tamper(good: Path, folder: Path, case: str) -> Path:
     ("conversion-list", "sidecar conversion must be a mapping"),
     ("dev-zero", "not a file this tool wrote"),
     ("tokenizer-broken", "tokenizer.json: not a tokenizer.json"),
+    ("another-artifact", f"is not the sidecar of model.onnx (it records another file's sha256, "
+                         f"an export of {MODEL.stem}.tflite)"),
 ])
 def test_tampered_sidecars(good, tmp_path, case, message):
     path = tamper(good, tmp_path, case)
@@ -426,3 +431,113 @@ def test_budgets_out_of_range_or_malformed(good, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pyproject.toml").write_text('[tool.eelbert-export]\nbudgets = ["1.2MB"]\n')
     assert_one_line_error(run("audit", good), 2, "must map artifact globs to sizes")
+
+
+def test_force_never_breaks_another_artifact(good, tmp_path):
+    """--force replaces the artifact it names, never a front-end file another artifact in the
+    folder was exported with; once no other artifact uses it, it may."""
+    out = tmp_path / "out"
+    shutil.copytree(good, out)
+    before = snapshot(out)
+    shorter = ("tflite", MODEL, "-o", out, "--seq-len", "64", "--no-verify", "--force")
+    assert_one_line_error(run(*shorter), 2, f"tokenizer.json belongs to {MODEL.stem}.onnx, "
+                                            "and this model's text front end differs")
+    assert snapshot(out) == before
+    assert run("predict", out / f"{MODEL.stem}.onnx", "--vectors").exit_code == 0
+    for name in (f"{MODEL.stem}.onnx", f"{MODEL.stem}.onnx.json",
+                 f"{MODEL.stem}.onnx.vectors.jsonl"):
+        (out / name).unlink()
+    result = run(*shorter)
+    assert result.exit_code == 0, result.output
+    assert run("predict", out / f"{MODEL.stem}.tflite", "--vectors").exit_code == 0
+
+
+def test_concurrent_exports_to_one_name(tmp_path):
+    """Two models exported to one name at once: one wins, the other writes nothing, and the
+    artifact keeps its own sidecar and vectors."""
+    models = {}
+    for name, source in (("a", MODEL), ("b", MODEL.with_name("uno-eelbert-sentiment.pt"))):
+        (tmp_path / name).mkdir()
+        models[name] = shutil.copy(source, tmp_path / name / "m.pt")
+    out = tmp_path / "out"
+    procs = {name: cli("onnx", path, "-o", out, "--no-verify") for name, path in models.items()}
+    results = {name: (proc.communicate(timeout=600), proc.returncode)
+               for name, proc in procs.items()}
+    assert sorted(status for _, status in results.values()) == [0, 2], results
+    winner = next(name for name, (_, status) in results.items() if status == 0)
+    loser = next(name for name in results if name != winner)
+    assert "m.onnx already exists" in results[loser][0][1], results[loser]
+    artifact = out / "m.onnx"
+    data = json.loads((out / "m.onnx.json").read_text())
+    assert data["model"]["sha256"] == hashlib.sha256(Path(models[winner]).read_bytes()).hexdigest()
+    assert run("predict", artifact, "--vectors").exit_code == 0
+    assert not list(out.glob(".*"))
+
+
+def test_no_writable_temporary_folder():
+    """With no temporary folder to write (here /tmp and /var/tmp mounted read-only in a mount
+    namespace), an export is refused in one line before torch's compile caches fail."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode or \
+            not Path("/dev/shm").is_dir() or str(SCRIPT).startswith(("/tmp/", "/var/tmp/")):
+        pytest.skip("needs a mount namespace (unshare -m), /dev/shm, and the venv outside /tmp")
+    out = Path("/dev/shm") / f"eelbert-battery-{time.time_ns()}"
+    mounts = "mount -t tmpfs -o ro tmpfs /tmp && mount -t tmpfs -o ro tmpfs /var/tmp"
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", f'{mounts} && cd /proc && exec "$@"', "-",
+                           str(SCRIPT), "onnx", str(MODEL), "-o", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": "/nonexistent"})
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "eelbert-export: error: no temporary folder can be written (TMPDIR=/nonexistent") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    assert not out.exists()
+
+
+def test_read_only_home_is_quiet(good):
+    """onnxruntime's telemetry cannot keep its device id in a read-only HOME: predict still
+    says nothing on stderr."""
+    proc = subprocess.run([str(SCRIPT), "predict", good / f"{MODEL.stem}.onnx", "a fine film"],
+                          capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}
+                          | {"HOME": "/dev/null"})
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.count("\n") == 1, \
+        proc.stderr
+
+
+def test_sigterm_as_fine_tuning_ends(tmp_path):
+    """SIGTERM at moments around the end of a short fine-tune: each run either finished first
+    (exit 0, its checkpoint) or says it was stopped (143, one line), never a traceback, never
+    killed by the signal itself."""
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_text("text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
+
+    def finetune(out: Path) -> subprocess.Popen:
+        return cli("train", "finetune", "--init", "uno-eelbert", "--task", f"csv:{csv_path}",
+                   "--out", out, "--steps", "20", "--eval-every", "10")
+    start = time.monotonic()
+    first = finetune(tmp_path / "whole.pt")
+    assert first.wait(timeout=300) == 0
+    took = time.monotonic() - start
+    for i, fraction in enumerate((0.8, 0.9, 0.95, 0.98, 1.0, 1.02)):
+        out = tmp_path / f"m{i}.pt"
+        proc = finetune(out)
+        time.sleep(took * fraction)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+        lines = [line for line in err.strip().splitlines() if "%|" not in line]
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert (proc.returncode == 0 and out.is_file()) or \
+            (proc.returncode == 143 and lines == ["eelbert-export: stopped by SIGTERM"]), \
+            (proc.returncode, err)
+        assert not list(tmp_path.glob(".*")), sorted(tmp_path.iterdir())
+
+
+def test_predict_shows_its_rate_on_long_files(good, tmp_path):
+    """A long file gets a bar with its rate on stderr; every line is predicted, in order."""
+    texts = [f"film number {i} was {'good' if i % 2 else 'bad'}" for i in range(1500)]
+    file = tmp_path / "texts.txt"
+    file.write_text("\n".join(texts) + "\n")
+    proc = subprocess.run([str(SCRIPT), "predict", good / f"{MODEL.stem}.onnx", "--file", file],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split("\t")[2] for line in proc.stdout.splitlines()] == texts
+    assert "predict: 100%" in proc.stderr and "texts/s" in proc.stderr, proc.stderr

@@ -112,6 +112,8 @@ def broken(folder: Path, tmp_path: Path, case: str) -> Path:
     elif case == "other tokenizer":
         (copy / TOKENIZER_FILE).write_text((copy / TOKENIZER_FILE).read_text()
                                            .replace('"[UNK]"', '"[unk]"', 1))
+    elif case == "another artifact's sidecar":  # the int8 file's, renamed to match
+        shutil.copy(copy / f"{STEM}.int8.onnx.json", artifact.with_name(artifact.name + ".json"))
     elif case == "wrong vectors":
         path = vectors_path(artifact)
         rows = [json.loads(line) for line in path.read_text().splitlines()]
@@ -126,6 +128,7 @@ BROKEN = {
     "newer sidecar": ((2, "upgrade"), (2, "upgrade")),
     "other tokenizer": ((2, "not the tokenizer"), (2, "not the tokenizer")),
     "wrong vectors": ((1, "vector 4: outputs differ"), (3, "test vectors failed")),
+    "another artifact's sidecar": ((2, "is not the sidecar of"), (2, "is not the sidecar of")),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import importlib
 import io
 import logging
@@ -25,6 +26,7 @@ import numpy as np
 
 from eelbert_export.contract import Feeds, Size
 from eelbert_export.errors import EelbertError, InputError
+from eelbert_export.files import artifact_bytes
 
 CHECKPOINT = ".pt"
 HASH_SCOPE = "encoder.embeddings.word"  # the hash stage's module path in every model
@@ -289,11 +291,11 @@ def quiet() -> Iterator[None]:
 
 def artifact_size(path: Path) -> Size:
     """Bytes on disk and gzipped (level 9, as a download would be), and a folder's files."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    data = b"".join(p.read_bytes() for p in files)
+    data = artifact_bytes(path)
     return Size(len(data), len(gzip.compress(data, compresslevel=9, mtime=0)),
-                {str(p.relative_to(path)): p.stat().st_size for p in files}
-                if path.is_dir() else None)
+                hashlib.sha256(data).hexdigest(),
+                {str(p.relative_to(path)): p.stat().st_size
+                 for p in sorted(path.rglob("*")) if p.is_file()} if path.is_dir() else None)
 
 
 def copy_artifact(source: Path, target: Path) -> None:

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 
 from eelbert_export.errors import VerificationError
 from eelbert_export.exporters.base import HASH_SCOPE, OnnxOptions, Tensor, quiet
+
+with quiet():  # its telemetry warns on descriptor 2 at import where HOME's cache is read-only
+    import onnxruntime as ort
 
 if TYPE_CHECKING:
     from eelbert_export.exporters.deployable import Deployable

@@ -14,6 +14,7 @@ from eelbert_export import __version__, checkpoint, contract, front_end
 from eelbert_export.errors import InputError, SpecError, VerificationError
 from eelbert_export.exporters import verify
 from eelbert_export.exporters.base import (
+    FORMATS,
     FormatInfo,
     ModelFacts,
     Options,
@@ -28,7 +29,9 @@ from eelbert_export.exporters.deployable import (
 )
 from eelbert_export.files import (
     atomic_path,
+    check_temp_folder,
     check_writable,
+    folder_lock,
     made_folder,
     os_reason,
     output_folder,
@@ -83,6 +86,7 @@ class ExportRequest:
             raise InputError(f"{fmt.name} takes {fmt.options.__name__}")
         self.format_options.check(self.quantization)
         output_folder(self.out_dir)
+        check_temp_folder()
         check_writable(self.artifact, self.force, fmt.folder)
         for companion in (contract.sidecar_path(self.artifact),
                           front_end.vectors_path(self.artifact)):
@@ -136,8 +140,7 @@ def export_in(request: ExportRequest, memo: Memo | None = None) -> contract.Side
     info, fmt = request.format, request.format.load()
     ckpt = prepared(request)
     shared = front_end.files(ckpt.text_spec)
-    for name, content in shared.items():
-        check_shared(request.out_dir / name, content, request.force)
+    check_shared(request, shared)
     deployable = Deployable.of(ckpt, request.output, request.model_path.stem)
     model_key = (str(request.model_path), request.output, request.max_chars)
     quantized = request.quantization != "none"
@@ -194,30 +197,61 @@ def verify_artifact(request: ExportRequest, memo: Memo | None, model_key: tuple,
     return check
 
 
-def check_shared(path: Path, content: str, force: bool) -> None:
-    """A front-end file another export left in the folder is kept when it is the same, and
-    refused (before any work) when it belongs to a different front end."""
-    if path.is_file() and not force and path.read_text(encoding="utf-8") != content:
-        raise InputError(f"{path} already exists for a different text front end: export into "
-                         "another folder (or use --force to replace it)")
-    check_writable(path, True)
+def check_shared(request: ExportRequest, shared: dict[str, str]) -> None:
+    """The front-end files the folder's artifacts share: one that is the same is kept; a
+    different one is refused, and with ``--force`` replaced only when no other artifact in the
+    folder was exported with it (replacing it would break that artifact)."""
+    for name, content in shared.items():
+        path = request.out_dir / name
+        if path.is_file() and path.read_text(encoding="utf-8") != content:
+            if not request.force:
+                raise InputError(f"{path} already exists for a different text front end: "
+                                 "export into another folder (or use --force to replace it)")
+            users = users_of(path, request.artifact)
+            if users:
+                raise InputError(f"{path} belongs to {users[0]}, and this model's text front "
+                                 "end differs: export into another folder (--force would break "
+                                 f"{users[0]})")
+        check_writable(path, True)
+
+
+def users_of(shared: Path, artifact: Path) -> list[str]:
+    """The artifacts beside ``shared`` (other than ``artifact``) exported with it as it is."""
+    digest = sha256_text(shared.read_text(encoding="utf-8"))
+    users = []
+    for other in sorted(shared.parent.iterdir()):
+        if other == artifact or other.suffix not in FORMATS or \
+                not contract.sidecar_path(other).is_file():
+            continue
+        try:
+            files = contract.read_sidecar(other).front_end.shared
+        except InputError:  # a broken sidecar: its artifact does not run as it is
+            continue
+        if files.get(shared.name) == digest:
+            users.append(other.name)
+    return users
 
 
 def write_unit(request: ExportRequest, staged: Path, sidecar: contract.Sidecar,
                vectors: list[front_end.Vector], shared: dict[str, str]) -> None:
     """The shared front-end files, then the vectors and the sidecar, then the artifact last:
     the artifact's appearance commits the export (an older sidecar or vectors file without its
-    artifact is replaced)."""
-    for name, content in shared.items():
-        path = request.out_dir / name
-        if not path.is_file() or path.read_text(encoding="utf-8") != content:
-            write_text(path, content)
-    write_text(front_end.vectors_path(request.artifact),
-               "".join(v.to_json() + "\n" for v in vectors))
-    write_text(contract.sidecar_path(request.artifact),
-               json.dumps(sidecar.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    with atomic_path(request.artifact, request.force, request.format.folder) as tmp:
-        staged.rename(tmp)
+    artifact is replaced). Exports into one folder commit one at a time, each checking under
+    the folder's lock that the name and the shared files are still its to write, so a second
+    export to one name writes nothing."""
+    with folder_lock(request.out_dir):
+        check_writable(request.artifact, request.force, request.format.folder)
+        check_shared(request, shared)
+        for name, content in shared.items():
+            path = request.out_dir / name
+            if not path.is_file() or path.read_text(encoding="utf-8") != content:
+                write_text(path, content)
+        write_text(front_end.vectors_path(request.artifact),
+                   "".join(v.to_json() + "\n" for v in vectors))
+        write_text(contract.sidecar_path(request.artifact),
+                   json.dumps(sidecar.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        with atomic_path(request.artifact, request.force, request.format.folder) as tmp:
+            staged.rename(tmp)
 
 
 def make_sidecar(request: ExportRequest, ckpt: checkpoint.Checkpoint, deployable: Deployable,

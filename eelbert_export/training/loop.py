@@ -180,47 +180,46 @@ def fit(model: nn.Module, objective: Objective, recipe: Recipe, *, desc: str,
         if world > 1 else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
         else torch.autocast("cpu", enabled=False)
-    bar = tqdm(total=recipe.steps, initial=start, desc=desc, disable=rank != 0,
-               file=sys.stderr, dynamic_ncols=True)
-    t0, tokens, loss_avg = time.perf_counter(), 0, float("nan")
-    model.train()
-    for step in range(start, recipe.steps):
-        batch = {k: v[rank::world] for k, v in objective.batch(step).items()}
-        torch.manual_seed(recipe.seed * 1_000_003 + step)  # dropout, reproducible on resume
-        with autocast:
-            loss = objective.loss(trained, to_device(batch, device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise EelbertError(f"training diverged: the loss is {value} at step {step + 1} "
-                               f"(lower --lr; it is {recipe.lr}); nothing was saved")
-        loss_avg = value if loss_avg != loss_avg else 0.98 * loss_avg + 0.02 * value
-        tokens += objective.tokens(batch) * world
-        shown = {"dev": f"{history[-1]['balanced_accuracy']:.3f}"} if history else {}
-        bar.set_postfix(loss=f"{loss_avg:.3f}", **shown,
-                        tok_s=f"{tokens / (time.perf_counter() - t0):,.0f}", refresh=False)
-        bar.update()
-        done = step + 1
-        if dev_check is not None and (done % recipe.eval_every == 0 or done == recipe.steps):
-            metrics = dev_check(model)
-            model.train()
-            history.append({"step": done, "loss": value, **metrics})
-            if best is None or metrics["balanced_accuracy"] > best["dev"]["balanced_accuracy"]:
-                best = {"dev": metrics, "step": done,
-                        "weights": {k: v.detach().cpu().clone()
-                                    for k, v in model.state_dict().items()}}
-        if rank == 0 and state_path is not None and done % recipe.checkpoint_every == 0 \
-                and done < recipe.steps:
-            with atomic_path(state_path) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "step": done,
-                            "elapsed": elapsed + time.perf_counter() - t0,
-                            "history": history, "best": best}, tmp)
-    bar.close()
+    with tqdm(total=recipe.steps, initial=start, desc=desc, disable=rank != 0,
+              file=sys.stderr, dynamic_ncols=True) as bar:  # closed, not left to __del__
+        t0, tokens, loss_avg = time.perf_counter(), 0, float("nan")
+        model.train()
+        for step in range(start, recipe.steps):
+            batch = {k: v[rank::world] for k, v in objective.batch(step).items()}
+            torch.manual_seed(recipe.seed * 1_000_003 + step)  # dropout, reproducible on resume
+            with autocast:
+                loss = objective.loss(trained, to_device(batch, device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise EelbertError(f"training diverged: the loss is {value} at step {step + 1} "
+                                   f"(lower --lr; it is {recipe.lr}); nothing was saved")
+            loss_avg = value if loss_avg != loss_avg else 0.98 * loss_avg + 0.02 * value
+            tokens += objective.tokens(batch) * world
+            shown = {"dev": f"{history[-1]['balanced_accuracy']:.3f}"} if history else {}
+            bar.set_postfix(loss=f"{loss_avg:.3f}", **shown,
+                            tok_s=f"{tokens / (time.perf_counter() - t0):,.0f}", refresh=False)
+            bar.update()
+            done = step + 1
+            if dev_check is not None and (done % recipe.eval_every == 0 or done == recipe.steps):
+                metrics = dev_check(model)
+                model.train()
+                history.append({"step": done, "loss": value, **metrics})
+                if best is None or metrics["balanced_accuracy"] > best["dev"]["balanced_accuracy"]:
+                    best = {"dev": metrics, "step": done,
+                            "weights": {k: v.detach().cpu().clone()
+                                        for k, v in model.state_dict().items()}}
+            if rank == 0 and state_path is not None and done % recipe.checkpoint_every == 0 \
+                    and done < recipe.steps:
+                with atomic_path(state_path) as tmp:
+                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(), "step": done,
+                                "elapsed": elapsed + time.perf_counter() - t0,
+                                "history": history, "best": best}, tmp)
     session = time.perf_counter() - t0
     if best is not None:
         model.load_state_dict(best["weights"])

@@ -4,7 +4,7 @@
 // (special tokens, lengths, input names and shapes). Runs in Node and in browsers; no
 // dependencies. The rules in words: docs/front-end.md.
 
-export const SIDECAR_VERSION = 3;
+export const SIDECAR_VERSION = 4;
 export const TABLES_VERSION = 1;
 
 export class FrontEndError extends Error {}

@@ -58,11 +58,11 @@ export async function loadFrontEnd(path) {
   return { sidecar, frontEnd: new FrontEnd(sidecar, tables.data, tokenizer) };
 }
 
-async function onnxRunner(path) {
+async function onnxRunner(path, bytes) {
   const ort = await import("onnxruntime-node");
   let session;
   try {
-    session = await ort.InferenceSession.create(path, { intraOpNumThreads: 1 });
+    session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
   } catch (e) {
     throw new FrontEndError(`${path}: onnxruntime cannot load it (${e.message.split("\n")[0]})`);
   }
@@ -101,11 +101,11 @@ async function loadLiteRt() {
   return litert;
 }
 
-async function tfliteRunner(path) {
+async function tfliteRunner(path, bytes) {
   const litert = await loadLiteRt();
   let model;
   try {
-    model = await litert.loadAndCompile(new Uint8Array(await readFile(path)), { accelerator: "wasm" });
+    model = await litert.loadAndCompile(bytes, { accelerator: "wasm" });
   } catch (e) {
     throw new FrontEndError(`${path}: LiteRT cannot load it (${String(e.message).split("\n")[0]})`);
   }
@@ -133,7 +133,17 @@ export async function loadArtifact(path) {
     throw new FrontEndError(`${path}: a ${sidecar.format} artifact runs in its own runtime ` +
       "(this client runs onnx and tflite)");
   }
-  const run = await make(path);
+  let bytes;
+  try {
+    bytes = new Uint8Array(await readFile(path));
+  } catch (e) {
+    throw new FrontEndError(`cannot read ${path}: ${e.message}`);
+  }
+  if (createHash("sha256").update(bytes).digest("hex") !== sidecar.size.sha256) {
+    throw new FrontEndError(`${path}.json is not the sidecar of ${basename(path)} ` +
+      "(it records another file's sha256)");
+  }
+  const run = await make(path, bytes);
   const labels = sidecar.model.labels;
   return {
     sidecar, frontEnd, labels, run,
