@@ -58,6 +58,13 @@ def stoppable():
             signal.signal(s, handler)
 
 
+def stopped_under(error: BaseException | None) -> Stopped | None:
+    """The Stopped that an exception was raised from, if any."""
+    while error is not None and not isinstance(error, Stopped):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def fail(message: str, status: int) -> int:
     click.echo(f"eelbert-export: {message}", err=True)
     return status
@@ -85,6 +92,11 @@ class Main(click.Group):
             status = fail("interrupted", 130)
         except Stopped as e:
             status = fail(f"stopped by {e}", e.status)
+        except Exception as e:  # a library that wraps what it caught (onnxruntime's import)
+            stopped = stopped_under(e)
+            if stopped is None:
+                raise
+            status = fail(f"stopped by {stopped}", stopped.status)
         except OSError as e:
             from eelbert_export.files import os_reason
 
